@@ -1,0 +1,255 @@
+"""What every pesfit model shares: parameter checks, prediction, model files."""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from invariants import PermutationGroup, pair_distances
+
+from .. import __version__
+from ..data import Dataset
+from ..metrics import error_report
+from ..molecule import Molecule
+
+MODEL_FORMAT = "pesfit.model"
+MODEL_FORMAT_VERSION = 1
+
+_REGISTRY: dict[str, type] = {}
+
+
+def _canonical(d) -> str:
+    return json.dumps(d, sort_keys=True, separators=(",", ":"))
+
+
+class ModelBase:
+    """Estimator shape shared by the back ends (scikit-learn conventions).
+
+    Subclasses define ``kind``, ``_parameter_constraints``, ``fit``,
+    ``_energy_and_gradient(R, gradient)``, ``_state`` and ``_set_state``.
+    """
+
+    kind = "base"
+    _parameter_constraints: dict = {}
+
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        _REGISTRY[cls.kind] = cls
+
+    # -------------------------------------------------------------- params
+    def get_params(self) -> dict:
+        import inspect
+
+        names = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]
+        return {n: getattr(self, n) for n in names}
+
+    def _validate_params(self) -> None:
+        for name, types in self._parameter_constraints.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, types):
+                names = " or ".join("None" if t is type(None) else t.__name__ for t in types)
+                raise ValueError(f"{type(self).__name__}: {name} must be {names}, got {value!r}")
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({args})"
+
+    # ---------------------------------------------------------------- data
+    def molecule_group(self, data: Dataset) -> PermutationGroup:
+        blocks = getattr(self, "blocks", None)
+        return PermutationGroup.from_symbols(list(data.symbols), blocks=blocks)
+
+    @staticmethod
+    def _check_training_data(data: Dataset) -> Dataset:
+        if not isinstance(data, Dataset):
+            raise ValueError(f"fit expects a pesfit.data.Dataset, got {type(data).__name__}")
+        if data.E is None:
+            raise ValueError("training data has no energies (key E)")
+        if np.ndim(data.E) != 1:
+            raise ValueError(f"this model fits one energy per structure; E has shape {np.shape(data.E)}")
+        if data.n_structures < 2:
+            raise ValueError(f"need at least 2 training structures, got {data.n_structures}")
+        return data
+
+    def _finish_fit(self, data: Dataset, t0: float) -> None:
+        E = np.asarray(data.E, dtype=np.float64)
+        self.e_min_ = float(E.min())
+        self.r_min_ = pair_distances(np.asarray(data.R)).min(axis=0)
+        self.n_train_ = int(data.n_structures)
+        self.fit_seconds_ = time.perf_counter() - t0
+        self.train_report_ = self.evaluate(data)
+        self.dataset_hash_ = hashlib.sha256(np.ascontiguousarray(data.R).tobytes()
+                                            + np.ascontiguousarray(E).tobytes()).hexdigest()
+
+    # ------------------------------------------------------------- predict
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "molecule_"):
+            raise ValueError(f"this {type(self).__name__} is not fitted yet; call fit() or load a model file")
+
+    def _check_coordinates(self, R) -> tuple[np.ndarray, bool]:
+        R = np.asarray(R, dtype=np.float64)
+        single = R.ndim == 2
+        if single:
+            R = R[None]
+        n_atoms = len(self.molecule_.symbols)
+        if R.ndim != 3 or R.shape[1:] != (n_atoms, 3):
+            raise ValueError(f"coordinates must have shape (n, {n_atoms}, 3) for atoms "
+                             f"{' '.join(self.molecule_.symbols)}, got {R.shape}")
+        bad = ~np.isfinite(R).all(axis=(1, 2))
+        if bad.any():
+            raise ValueError(f"coordinates of structure {int(np.flatnonzero(bad)[0])} contain NaN or inf")
+        if n_atoms > 1:
+            r = pair_distances(R)
+            close = r.min(axis=1) < 1e-8
+            if close.any():
+                raise ValueError(f"structure {int(np.flatnonzero(close)[0])} has two atoms on top of each other")
+        return R, single
+
+    def predict(self, R, forces: bool = False):
+        """Energies [eV] (and forces [eV/Å]) for coordinates ``R`` [Å].
+
+        Parameters
+        ----------
+        R : ndarray of shape (n, N, 3) or (N, 3), Å, atoms in the model's order
+        forces : bool
+
+        Returns
+        -------
+        E : ndarray of shape (n,) (a float for one structure)
+        F : ndarray of shape (n, N, 3), only with ``forces=True``; ``F = -dE/dR``
+        """
+        self._check_fitted()
+        R, single = self._check_coordinates(R)
+        if forces:
+            E, G = self._energy_and_gradient(R, True)
+            return (E[0], -G[0]) if single else (E, -G)
+        E = self._energy_and_gradient(R, False)
+        return E[0] if single else E
+
+    def _aligned(self, data: Dataset) -> Dataset:
+        if list(data.symbols) != list(self.molecule_.symbols):
+            return data.reorder_atoms(list(self.molecule_.symbols))
+        return data
+
+    def evaluate(self, data: Dataset) -> dict:
+        """Error report (meV, cm^-1, meV/Å) of the model on a dataset."""
+        self._check_fitted()
+        data = self._aligned(data)
+        if data.E is None:
+            raise ValueError("dataset has no energies to compare with")
+        if data.F is not None:
+            E, F = self.predict(data.R, forces=True)
+            return error_report(E, data.E, F, data.F, e_min=getattr(self, "e_min_", None))
+        return error_report(self.predict(data.R), data.E, e_min=getattr(self, "e_min_", None))
+
+    # ---------------------------------------------------------- persistence
+    def to_dict(self) -> dict:
+        self._check_fitted()
+        body = {
+            "format": MODEL_FORMAT,
+            "format_version": MODEL_FORMAT_VERSION,
+            "kind": self.kind,
+            "pesfit_version": __version__,
+            "units": {"length": "angstrom", "energy": "eV", "codata": "2018"},
+            "molecule": self.molecule_.to_dict(),
+            "params": {k: v for k, v in self.get_params().items() if _jsonable(v)},
+            "hyperparameters": getattr(self, "hyperparameters_", {}),
+            "e_min_eV": self.e_min_,
+            "r_min_A": self.r_min_.tolist(),
+            "n_train": self.n_train_,
+            "fit_seconds": self.fit_seconds_,
+            "train_errors": self.train_report_,
+            "dataset_sha256": self.dataset_hash_,
+            "state": self._state(),
+        }
+        body["checksum"] = hashlib.sha256(_canonical(body).encode()).hexdigest()
+        return body
+
+    def checksum(self) -> str:
+        return self.to_dict()["checksum"]
+
+    def save(self, path) -> None:
+        """Write the model as JSON data (never pickle)."""
+        Path(path).write_text(_canonical(self.to_dict()))
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelBase":
+        if not isinstance(d, dict) or d.get("format") != MODEL_FORMAT:
+            raise ValueError("not a pesfit model file (field 'format' is not 'pesfit.model')")
+        if d.get("format_version") != MODEL_FORMAT_VERSION:
+            raise ValueError(f"model format_version {d.get('format_version')!r} is not supported "
+                             f"(this pesfit reads {MODEL_FORMAT_VERSION})")
+        required = ["kind", "molecule", "state", "checksum", "e_min_eV", "r_min_A", "units"]
+        missing = [k for k in required if k not in d]
+        if missing:
+            raise ValueError(f"model file lacks fields {missing}")
+        body = {k: v for k, v in d.items() if k != "checksum"}
+        if hashlib.sha256(_canonical(body).encode()).hexdigest() != d["checksum"]:
+            raise ValueError("model file checksum mismatch: the file was modified or corrupted")
+        if d["units"].get("length") != "angstrom" or d["units"].get("energy") != "eV":
+            raise ValueError(f"model units {d['units']} are not the internal Å/eV")
+        kind = d["kind"]
+        klass = _REGISTRY.get(kind) if cls is ModelBase else cls
+        if klass is None or klass.kind != kind:
+            raise ValueError(f"unknown model kind {kind!r}; known: {sorted(k for k in _REGISTRY if k != 'base')}")
+        model = klass(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.get("params", {}).items()})
+        model.molecule_ = Molecule.from_dict(d["molecule"])
+        model.hyperparameters_ = d.get("hyperparameters", {})
+        model.e_min_ = float(d["e_min_eV"])
+        model.r_min_ = np.asarray(d["r_min_A"], dtype=np.float64)
+        model.n_train_ = d.get("n_train")
+        model.fit_seconds_ = d.get("fit_seconds")
+        model.train_report_ = d.get("train_errors", {})
+        model.dataset_hash_ = d.get("dataset_sha256")
+        try:
+            model._set_state(d["state"])
+        except KeyError as exc:
+            raise ValueError(f"model state lacks field {exc}") from None
+        return model
+
+    @classmethod
+    def load(cls, path) -> "ModelBase":
+        try:
+            d = json.loads(Path(path).read_text())
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}: not a valid model file (JSON error: {exc})") from None
+        return cls.from_dict(d)
+
+    # -------------------------------------------------------------- export
+    def _export_common(self, **extra) -> dict:
+        model = self
+
+        def predict(R):
+            E, F = model.predict(R, forces=True)
+            return E, -F
+
+        spec = {
+            "kind": self.kind,
+            "transform": self.molecule_.transform,
+            "symbols": list(self.molecule_.symbols),
+            "length_unit": "angstrom",
+            "energy_unit": "eV",
+            "energy_zero_eV": 0.0,
+            "checksum": self.checksum(),
+            "training_rmse_meV": (self.train_report_ or {}).get("energy_rmse_meV"),
+            "r_min": np.asarray(self.r_min_, dtype=np.float64),
+            "predict": predict,
+        }
+        spec.update(extra)
+        return spec
+
+
+def _jsonable(v) -> bool:
+    try:
+        json.dumps(v)
+        return True
+    except TypeError:
+        return False
+
+
+def load_model(path) -> ModelBase:
+    """Load any pesfit model file (dispatching on its ``kind``)."""
+    return ModelBase.load(path)

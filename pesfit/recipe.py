@@ -1,0 +1,95 @@
+"""Recipe files (TOML): atoms, data, back end and hyperparameters of one fit.
+
+Example (``molecules/h2co/recipe.toml``)::
+
+    [data]
+    train = "train.npz"     # paths are relative to the recipe file
+    n_train = 4000
+    test = "test.npz"
+    forces = false
+
+    [model]
+    kind = "linear"
+    degree = 6
+
+    [output]
+    model = "model.json"
+
+Unknown sections or keys are rejected, so a typo cannot be silently ignored.
+"""
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["Recipe", "load_recipe"]
+
+_SECTIONS = {
+    "molecule": {"atoms", "blocks"},
+    "data": {"train", "test", "n_train", "forces"},
+    "model": None,  # kind + model hyperparameters, checked by the model
+    "output": {"model"},
+}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A resolved recipe (paths absolute)."""
+
+    train: Path
+    model: str = "linear"
+    model_params: dict = field(default_factory=dict)
+    test: Path | None = None
+    n_train: int | None = None
+    forces: bool = False
+    atoms: list | None = None
+    out: Path | None = None
+
+    def override(self, **changes) -> "Recipe":
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+def load_recipe(path) -> Recipe:
+    """Read and check a recipe file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"recipe file {path} not found")
+    try:
+        doc = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"{path}: invalid TOML ({exc})") from None
+    for section, body in doc.items():
+        if section not in _SECTIONS:
+            raise ValueError(f"{path}: unknown section [{section}]; expected {sorted(_SECTIONS)}")
+        allowed = _SECTIONS[section]
+        if allowed is not None:
+            unknown = set(body) - allowed
+            if unknown:
+                raise ValueError(f"{path}: unknown keys {sorted(unknown)} in [{section}]; allowed: {sorted(allowed)}")
+    base = path.resolve().parent
+    data = doc.get("data", {})
+    if "train" not in data:
+        raise ValueError(f"{path}: [data] needs 'train'")
+    model = dict(doc.get("model", {}))
+    kind = model.pop("kind", "linear")
+    mol = doc.get("molecule", {})
+    if "blocks" in mol:
+        model["blocks"] = mol["blocks"]
+    atoms = mol.get("atoms")
+    if isinstance(atoms, str):
+        atoms = atoms.split()
+    forces = bool(data.get("forces", False))
+    model.setdefault("use_forces", forces)
+    out = doc.get("output", {}).get("model")
+    return Recipe(
+        train=base / data["train"],
+        test=base / data["test"] if "test" in data else None,
+        n_train=data.get("n_train"),
+        forces=forces,
+        model=kind,
+        model_params=model,
+        atoms=atoms,
+        out=base / out if out else None,
+    )
