@@ -20,6 +20,7 @@ import heapq
 import time
 
 import numpy as np
+from numba import njit
 
 from .monomials import MonomialOrbits
 
@@ -120,53 +121,72 @@ def _quotient_coordinates(rows, solved_order, n_orbits, free, p):
 
 
 def _relations(rows, used, vec, p):
-    rel = []
-    for ri, row in enumerate(rows):
-        if ri in used:
-            continue
-        acc = np.zeros(vec.shape[1], dtype=np.int64)
-        for c, n in row.items():
-            acc = (acc + (n % p) * vec[c]) % p
-        if acc.any():
-            rel.append(acc)
-    if not rel:
+    """Quotient coordinates of every row not used as a pivot (each must vanish)."""
+    from scipy.sparse import csr_matrix
+
+    keep = [ri for ri in range(len(rows)) if ri not in used]
+    if not keep:
         return np.zeros((0, vec.shape[1]), dtype=np.int64)
-    return np.array(rel)
+    indptr = np.zeros(len(keep) + 1, dtype=np.int64)
+    indptr[1:] = np.cumsum([len(rows[ri]) for ri in keep])
+    cols = np.fromiter((c for ri in keep for c in rows[ri]), dtype=np.int64, count=indptr[-1])
+    vals = np.fromiter((n for ri in keep for n in rows[ri].values()), dtype=np.int64, count=indptr[-1])
+    if np.abs(vals).max() >= 2**20:
+        raise ArithmeticError("product coefficients too large for the modular kernel")
+    mat = csr_matrix((vals % p, cols, indptr), shape=(len(keep), vec.shape[0]))
+    rel = np.zeros((len(keep), vec.shape[1]), dtype=np.int64)
+    # split the coordinates so that every partial sum stays below 2**63
+    lo, hi = vec & 0xFFFF, vec >> 16
+    rel = ((mat @ lo) % p + ((mat @ hi) % p) * 65536) % p
+    return rel[np.any(rel != 0, axis=1)]
+
+
+@njit(cache=True)
+def _semi_echelon_leads(rel, p):
+    """Leading columns of an incremental semi-echelon form of ``rel`` over GF(p).
+
+    They equal the pivot columns of the reduced row-echelon form.
+    """
+    n_rows, n_cols = rel.shape
+    basis = np.zeros((n_cols, n_cols), dtype=np.int64)
+    lead_row = np.full(n_cols, -1, dtype=np.int64)
+    rank = 0
+    row = np.empty(n_cols, dtype=np.int64)
+    for r in range(n_rows):
+        for c in range(n_cols):
+            row[c] = rel[r, c] % p
+        for c in range(n_cols):
+            if row[c] == 0:
+                continue
+            br = lead_row[c]
+            if br >= 0:
+                f = row[c]
+                for cc in range(c, n_cols):
+                    if basis[br, cc] != 0:
+                        row[cc] = (row[cc] - f * basis[br, cc]) % p
+            else:
+                # new leading column: normalise and store
+                inv = 1
+                e = p - 2
+                base = row[c]
+                while e > 0:
+                    if e & 1:
+                        inv = (inv * base) % p
+                    base = (base * base) % p
+                    e >>= 1
+                for cc in range(c, n_cols):
+                    basis[rank, cc] = (row[cc] * inv) % p
+                lead_row[c] = rank
+                rank += 1
+                break
+        if rank == n_cols:
+            break
+    return np.flatnonzero(lead_row >= 0)
 
 
 def _reduce_rank(rel, p, n_free):
-    """Pivot columns of the relation matrix, reducing in chunks to bound memory."""
-    basis = np.zeros((0, n_free), dtype=np.int64)
-    chunk = max(4 * n_free, 256)
-    for start in range(0, len(rel), chunk):
-        stack = np.vstack([basis, rel[start : start + chunk]])
-        piv = rref_pivots_mod_p(stack, p)
-        if len(piv) == n_free:
-            return list(range(n_free))
-        basis = _echelon_rows(stack, p, len(piv))
-    return rref_pivots_mod_p(basis, p) if len(basis) else []
-
-
-def _echelon_rows(M, p, rank):
-    M = np.array(M, dtype=np.int64) % p
-    n_rows, n_cols = M.shape
-    r = 0
-    for c in range(n_cols):
-        if r >= n_rows:
-            break
-        nz = np.flatnonzero(M[r:, c])
-        if len(nz) == 0:
-            continue
-        piv = r + nz[0]
-        if piv != r:
-            M[[r, piv]] = M[[piv, r]]
-        inv = pow(int(M[r, c]), p - 2, p)
-        M[r] = (M[r] * inv) % p
-        below = r + 1 + np.flatnonzero(M[r + 1 :, c])
-        if len(below):
-            M[below] = (M[below] - (M[below, c][:, None] * M[r][None, :]) % p) % p
-        r += 1
-    return M[:rank]
+    """Pivot columns of the relation matrix over GF(p)."""
+    return [int(c) for c in _semi_echelon_leads(np.ascontiguousarray(rel, dtype=np.int64), p)]
 
 
 def find_fundamental_invariants(orbits: MonomialOrbits, max_degree: int, *, progress=None):
