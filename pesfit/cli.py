@@ -14,6 +14,10 @@ import time
 log = logging.getLogger("pesfit")
 
 
+#: modules under ``pesfit`` that add subcommands through ``add_commands(subparsers)``
+COMMAND_MODULES = ["cli_fit"]
+
+
 class CLIError(Exception):
     """A user error: printed as one line, exit status 2."""
 
@@ -101,9 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_basis)
 
-    from . import cli_fit
+    import importlib
 
-    cli_fit.add_commands(sub)
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"pesfit.{name}").add_commands(sub)
     return parser
 
 

@@ -58,13 +58,13 @@ def run_recipe(recipe: Recipe, args) -> dict:
     return {
         "model": recipe.model,
         "n_train": train.n_structures,
-        "n_basis": int(model.basis_.n_basis),
+        "n_basis": model.n_basis,
         "hyperparameters": model.hyperparameters_,
         "fit_seconds": seconds,
         "train": model.train_report_,
         "test": test_report,
         "out": str(recipe.out) if recipe.out else None,
-        "cv_results": model.cv_results_,
+        "cv_results": getattr(model, "cv_results_", None),
     }
 
 
@@ -92,18 +92,9 @@ def cmd_fit(args) -> int:
     else:
         if not args.train:
             raise CLIError("give a recipe file or --train FILE")
-        params = {}
-        if args.degree is not None:
-            params["degree"] = args.degree
-        if args.morse_a is not None:
-            params["morse_a"] = args.morse_a
-        if args.ridge is not None:
-            params["ridge"] = args.ridge
-        if args.force_weight is not None:
-            params["force_weight"] = args.force_weight
-        if args.e0 is not None:
-            params["energy_weight_e0"] = args.e0
-        params["use_forces"] = bool(args.forces)
+        from .models import registered_models
+
+        params = registered_models()[args.model].params_from_cli(args)
         recipe = Recipe(train=Path(args.train), test=Path(args.test) if args.test else None, n_train=args.n_train,
                         model=args.model, model_params=params, forces=bool(args.forces),
                         out=Path(args.out) if args.out else None)
@@ -126,18 +117,26 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def _add_once(parser, *flags, **kwargs) -> None:
+    """Add a flag unless another back end already added it."""
+    if any(f in parser._option_string_actions for f in flags):
+        return
+    parser.add_argument(*flags, **kwargs)
+
+
 def add_commands(sub) -> None:
+    from .models import registered_models
+
     p = sub.add_parser("fit", help="fit a model to data (flags, or a recipe .toml)")
     p.add_argument("recipe", nargs="?", help="recipe file (molecules/NAME/recipe.toml)")
     p.add_argument("--train", help="training data (.npz, .xyz, points)")
     p.add_argument("--n-train", type=int, default=None, help="use the first N structures")
     p.add_argument("--test", help="test data")
-    p.add_argument("--model", default="linear", choices=["linear"])
+    p.add_argument("--model", default="linear", choices=sorted(registered_models()))
     p.add_argument("--degree", type=int, default=None, help="maximum polynomial degree (default: chosen by CV)")
     p.add_argument("--morse-a", type=float, default=None, help="Morse range a in Å (default: chosen by CV)")
-    p.add_argument("--ridge", type=float, default=None, help="ridge on unit-norm columns (default: by CV)")
-    p.add_argument("--force-weight", type=float, default=None, help="weight of force rows, Å")
-    p.add_argument("--e0", type=float, default=None, help="energy weighting E0/(E0+E-Emin), eV")
+    for cls in registered_models().values():
+        cls.add_cli_arguments(p, _add_once)
     p.add_argument("--forces", action="store_true", help="fit forces too (data key F)")
     p.add_argument("--out", default=None, help="write the fitted model (JSON)")
     p.add_argument("--json", action="store_true")

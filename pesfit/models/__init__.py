@@ -1,13 +1,17 @@
-"""Back ends: each fits a Dataset and predicts energies and forces."""
-from ._base import ModelBase, load_model
+"""Back ends: each fits a Dataset and predicts energies and forces.
+
+Every back end subclasses :class:`ModelBase` and sets ``cli_name`` (the value
+of ``pesfit fit --model``); importing its module registers it.
+"""
+from ._base import ModelBase, load_model, registered_models
 from .linear import LinearPIPModel
 
-__all__ = ["LinearPIPModel", "ModelBase", "load_model", "make_model"]
+__all__ = ["LinearPIPModel", "ModelBase", "load_model", "make_model", "registered_models"]
 
 
 def make_model(name: str, **params) -> ModelBase:
-    """Model by CLI name (``linear``)."""
-    models = {"linear": LinearPIPModel}
+    """Model by CLI name (``linear``, ...), constructed with hyperparameters ``params``."""
+    models = registered_models()
     if name not in models:
         raise ValueError(f"unknown model {name!r}; available: {sorted(models)}")
     return models[name](**params)

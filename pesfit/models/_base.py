@@ -21,6 +21,11 @@ MODEL_FORMAT_VERSION = 1
 _REGISTRY: dict[str, type] = {}
 
 
+def registered_models() -> dict[str, type]:
+    """Model classes by their CLI name."""
+    return {cls.cli_name: cls for cls in _REGISTRY.values() if cls.cli_name}
+
+
 def _canonical(d) -> str:
     return json.dumps(d, sort_keys=True, separators=(",", ":"))
 
@@ -33,7 +38,25 @@ class ModelBase:
     """
 
     kind = "base"
+    #: value of ``pesfit fit --model`` (None: not offered on the command line)
+    cli_name: str | None = None
     _parameter_constraints: dict = {}
+
+    # ----------------------------------------------------------------- CLI
+    @classmethod
+    def add_cli_arguments(cls, parser, add_once) -> None:
+        """Add this back end's own ``pesfit fit`` flags (``add_once(parser, *flags, **kw)``)."""
+
+    @classmethod
+    def params_from_cli(cls, args) -> dict:
+        """Constructor hyperparameters from parsed ``pesfit fit`` flags (None values are left out)."""
+        return {}
+
+    @property
+    def n_basis(self) -> int | None:
+        """Number of basis functions (features) of the fitted model."""
+        basis = getattr(self, "basis_", None)
+        return None if basis is None else int(basis.n_basis)
 
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)

@@ -96,6 +96,7 @@ class LinearPIPModel(ModelBase):
     """
 
     kind = "linear_pip"
+    cli_name = "linear"
     _parameter_constraints = {
         "degree": (type(None), int),
         "morse_a": (type(None), float, int),
@@ -120,6 +121,21 @@ class LinearPIPModel(ModelBase):
         self.max_basis = max_basis
         self.blocks = blocks
         self.random_state = random_state
+
+    # ------------------------------------------------------------------- CLI
+    @classmethod
+    def add_cli_arguments(cls, parser, add_once) -> None:
+        add_once(parser, "--ridge", type=float, default=None, help="ridge on unit-norm columns (default: by CV)")
+        add_once(parser, "--force-weight", type=float, default=None, help="weight of force rows, Å")
+        add_once(parser, "--e0", type=float, default=None, help="energy weighting E0/(E0+E-Emin), eV")
+
+    @classmethod
+    def params_from_cli(cls, args) -> dict:
+        names = {"degree": "degree", "morse_a": "morse_a", "ridge": "ridge", "force_weight": "force_weight",
+                 "e0": "energy_weight_e0"}
+        params = {p: getattr(args, a) for a, p in names.items() if getattr(args, a, None) is not None}
+        params["use_forces"] = bool(getattr(args, "forces", False))
+        return params
 
     # ---------------------------------------------------------------- checks
     def _validate_params(self):
