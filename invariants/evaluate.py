@@ -252,6 +252,146 @@ def _cartesian_jacobian(R, pi, pj, kind, param, nm, a, b, scale, const, ptr, idx
     return vals, jac
 
 
+#: geometries evaluated together by the batched kernels: each table entry is
+#: loaded once per block and the arithmetic runs as short SIMD loops
+LANES = 8
+
+
+@njit(cache=True, nogil=True)
+def _forward_lanes(nv, nm, a, b, scale, const, ptr, idx, coef, v):
+    """Forward sweep over ``LANES`` geometries at once; ``v[:nv]`` holds the variables."""
+    for i in range(nv, nm):
+        ai = a[i]
+        bi = b[i]
+        for l in range(LANES):
+            v[i, l] = v[ai, l] * v[bi, l]
+    for i in range(nm, a.shape[0]):
+        c0 = const[i]
+        for l in range(LANES):
+            v[i, l] = c0
+        if a[i] >= 0:
+            ai = a[i]
+            bi = b[i]
+            sc = scale[i]
+            for l in range(LANES):
+                v[i, l] += sc * v[ai, l] * v[bi, l]
+        for t in range(ptr[i], ptr[i + 1]):
+            j = idx[t]
+            c = coef[t]
+            for l in range(LANES):
+                v[i, l] += c * v[j, l]
+
+
+@njit(cache=True, nogil=True)
+def _backward_lanes(nv, nm, a, b, scale, ptr, idx, coef, v, adj):
+    """Reverse sweep over ``LANES`` geometries; ``adj`` holds output adjoints on entry."""
+    for i in range(a.shape[0] - 1, nm - 1, -1):
+        for t in range(ptr[i], ptr[i + 1]):
+            j = idx[t]
+            c = coef[t]
+            for l in range(LANES):
+                adj[j, l] += c * adj[i, l]
+        if a[i] >= 0:
+            ai = a[i]
+            bi = b[i]
+            sc = scale[i]
+            for l in range(LANES):
+                g = adj[i, l] * sc
+                adj[ai, l] += g * v[bi, l]
+                adj[bi, l] += g * v[ai, l]
+    for i in range(nm - 1, nv - 1, -1):
+        ai = a[i]
+        bi = b[i]
+        for l in range(LANES):
+            g = adj[i, l]
+            adj[ai, l] += g * v[bi, l]
+            adj[bi, l] += g * v[ai, l]
+
+
+@njit(cache=True)
+def _pullback_lanes(X, W, with_grad, nm, a, b, scale, const, ptr, idx, coef, outputs):
+    n, nv = X.shape
+    nn = a.shape[0]
+    v = np.empty((nn, LANES))
+    adj = np.empty((nn, LANES))
+    values = np.empty(n)
+    grad = np.zeros((n, nv) if with_grad else (0, nv))
+    shared = W.shape[0] == 1
+    acc = np.empty(LANES)
+    for s0 in range(0, n, LANES):
+        m = min(LANES, n - s0)
+        for i in range(nv):
+            for l in range(LANES):
+                v[i, l] = X[s0 + l, i] if l < m else X[s0, i]
+        _forward_lanes(nv, nm, a, b, scale, const, ptr, idx, coef, v)
+        acc[:] = 0.0
+        if with_grad:
+            adj[:, :] = 0.0
+        for j in range(outputs.shape[0]):
+            o = outputs[j]
+            for l in range(LANES):
+                w = W[0, j] if shared else W[s0 + min(l, m - 1), j]
+                acc[l] += w * v[o, l]
+                if with_grad:
+                    adj[o, l] += w
+        for l in range(m):
+            values[s0 + l] = acc[l]
+        if with_grad:
+            _backward_lanes(nv, nm, a, b, scale, ptr, idx, coef, v, adj)
+            for l in range(m):
+                for k in range(nv):
+                    grad[s0 + l, k] = adj[k, l]
+    return values, grad
+
+
+@njit(cache=True)
+def _cartesian_pullback_lanes(R, W, with_grad, pi, pj, kind, param, nm, a, b, scale, const, ptr, idx, coef,
+                              outputs):
+    n, na, _ = R.shape
+    nv = pi.shape[0]
+    nn = a.shape[0]
+    v = np.empty((nn, LANES))
+    adj = np.empty((nn, LANES))
+    values = np.empty(n)
+    grad = np.zeros((n, na, 3) if with_grad else (0, na, 3))
+    r = np.empty(nv)
+    u = np.empty((LANES, nv, 3))
+    x = np.empty(nv)
+    dx = np.empty((LANES, nv))
+    shared = W.shape[0] == 1
+    acc = np.empty(LANES)
+    for s0 in range(0, n, LANES):
+        m = min(LANES, n - s0)
+        for l in range(LANES):
+            s = s0 + min(l, m - 1)
+            _distances(R[s], pi, pj, r, u[l])
+            _transform(r, kind, param, x, dx[l])
+            for i in range(nv):
+                v[i, l] = x[i]
+        _forward_lanes(nv, nm, a, b, scale, const, ptr, idx, coef, v)
+        acc[:] = 0.0
+        if with_grad:
+            adj[:, :] = 0.0
+        for j in range(outputs.shape[0]):
+            o = outputs[j]
+            for l in range(LANES):
+                w = W[0, j] if shared else W[s0 + min(l, m - 1), j]
+                acc[l] += w * v[o, l]
+                if with_grad:
+                    adj[o, l] += w
+        for l in range(m):
+            values[s0 + l] = acc[l]
+        if with_grad:
+            _backward_lanes(nv, nm, a, b, scale, ptr, idx, coef, v, adj)
+            for l in range(m):
+                for k in range(nv):
+                    g = adj[k, l] * dx[l, k]
+                    for c in range(3):
+                        grad[s0 + l, pi[k], c] += g * u[l, k, c]
+                        grad[s0 + l, pj[k], c] -= g * u[l, k, c]
+    return values, grad
+
+
 def _tables(prog: Program):
     return (prog.n_monomial_end, prog.a, prog.b, prog.scale, prog.const, prog.ptr, prog.idx, prog.coef, prog.outputs)
 
@@ -298,7 +438,8 @@ def pullback(prog: Program, X, W, *, gradient: bool = True):
     """
     X, single = _as_batch(X, prog.n_variables)
     W = _weights(W, X.shape[0], prog.n_outputs)
-    vals, grad = _pullback_batch(X, W, gradient, *_tables(prog))
+    kernel = _pullback_lanes if X.shape[0] >= LANES else _pullback_batch
+    vals, grad = kernel(X, W, gradient, *_tables(prog))
     if not gradient:
         return vals[0] if single else vals
     return (vals[0], grad[0]) if single else (vals, grad)
@@ -337,5 +478,6 @@ def cartesian_pullback(prog: Program, transform: DistanceTransform, R, W, *, gra
     """
     R, pi, pj, kind, param = _cartesian_args(R, transform, prog.n_variables)
     W = _weights(W, R.shape[0], prog.n_outputs)
-    values, grad = _cartesian_pullback(R, W, gradient, pi, pj, kind, param, *_tables(prog))
+    kernel = _cartesian_pullback_lanes if R.shape[0] >= LANES else _cartesian_pullback
+    values, grad = kernel(R, W, gradient, pi, pj, kind, param, *_tables(prog))
     return (values, grad) if gradient else values

@@ -164,24 +164,71 @@ class ProgramBuilder:
         return self._one
 
     def monomial(self, k: int, m: int) -> int:
-        """Node of monomial ``m`` of degree ``k`` (created with its ancestors)."""
+        """Node of monomial ``m`` of degree ``k``.
+
+        Monomials of degree >= 2 are placeholders until :meth:`build`, which
+        chooses their factors so that parents are shared as much as possible.
+        """
         if k == 0:
             return self.one()
-        key = (k, m)
-        if key in self._monomial_node:
-            return self._monomial_node[key]
-        e = self.orbits.exps[k][m]
-        var = int(np.flatnonzero(e)[-1])
+        e = tuple(int(v) for v in self.orbits.exps[k][m])
         if k == 1:
-            node = var
-        else:
-            parent = e.astype(np.int64)
-            parent[var] -= 1
-            pkey = np.uint64(parent.astype(np.uint64) @ self.orbits.weights)
-            pm = int(self.orbits.lookup(k - 1, np.array([pkey]))[0])
-            node = self._add(a=self.monomial(k - 1, pm), b=var, scale=1.0)
-        self._monomial_node[key] = node
+            return e.index(1)
+        node = self._monomial_node.get(e)
+        if node is None:
+            node = self._add(scale=1.0)
+            self._monomial_node[e] = node
         return node
+
+    def _resolve_monomials(self) -> None:
+        """Give every monomial placeholder a parent monomial times one variable.
+
+        Top-down by degree: a monomial uses a divisor that is needed anyway
+        when one exists; otherwise divisors covering the most unresolved
+        monomials are added (greedy), so few extra monomials are created.
+        """
+        by_degree: dict[int, set] = {}
+        for e in self._monomial_node:
+            by_degree.setdefault(sum(e), set()).add(e)
+        if not by_degree:
+            return
+        for k in range(max(by_degree), 1, -1):
+            level = sorted(by_degree.get(k, ()))
+            lower = by_degree.setdefault(k - 1, set())
+            unresolved = []
+            choice = {}
+            for e in level:
+                divs = [(e[:v] + (e[v] - 1,) + e[v + 1:], v) for v in range(len(e)) if e[v]]
+                hit = [dv for dv in divs if k - 1 == 1 or dv[0] in lower]
+                if hit:
+                    choice[e] = min(hit)
+                else:
+                    unresolved.append((e, divs))
+            while unresolved:
+                count: dict = {}
+                for _, divs in unresolved:
+                    for d, _v in divs:
+                        count[d] = count.get(d, 0) + 1
+                best = min(count, key=lambda d: (-count[d], d))
+                lower.add(best)
+                rest = []
+                for e, divs in unresolved:
+                    match = [dv for dv in divs if dv[0] == best]
+                    if match:
+                        choice[e] = match[0]
+                    else:
+                        rest.append((e, divs))
+                unresolved = rest
+            for e in level:
+                d, v = choice[e]
+                node = self._monomial_node[e]
+                if k - 1 == 1:
+                    self.a[node] = d.index(1)
+                else:
+                    if d not in self._monomial_node:
+                        self._monomial_node[d] = self._add(scale=1.0)
+                    self.a[node] = self._monomial_node[d]
+                self.b[node] = v
 
     def orbit_direct(self, k: int, o: int, signs=None) -> int:
         """Node of an orbit sum computed from its monomials."""
@@ -195,15 +242,15 @@ class ProgramBuilder:
         return node
 
     def build(self, outputs) -> Program:
-        """Freeze the table: variables, then all monomials, then the rest."""
+        """Freeze the table: variables, then all monomials (by degree), then the rest."""
+        self._resolve_monomials()
         nv = self.nv
         n = len(self.a)
         is_mono = np.zeros(n, dtype=bool)
-        for i in range(nv, n):
-            ai, bi = self.a[i], self.b[i]
-            is_mono[i] = (ai >= 0 and not self.terms[i] and self.const[i] == 0.0 and self.scale[i] == 1.0
-                          and (ai < nv or is_mono[ai]) and (bi < nv or is_mono[bi]))
-        order = np.concatenate([np.arange(nv), np.flatnonzero(is_mono),
+        is_mono[list(self._monomial_node.values())] = True
+        mono_degree = {node: sum(e) for e, node in self._monomial_node.items()}
+        monos = sorted(np.flatnonzero(is_mono).tolist(), key=lambda i: (mono_degree[i], i))
+        order = np.concatenate([np.arange(nv), np.asarray(monos, dtype=np.int64),
                                 nv + np.flatnonzero(~is_mono[nv:])]).astype(np.int64)
         new_of = np.empty(n, dtype=np.int64)
         new_of[order] = np.arange(n)

@@ -212,3 +212,23 @@ def test_custom_character_must_be_homomorphism():
         Character(group, [1, -1]).table()
     with pytest.raises(ValueError, match="one value per generator"):
         Character(group, [1])
+
+
+@pytest.mark.parametrize("n", [8, 13, 37])
+def test_lane_kernels_match_scalar_kernels(basis, n):
+    from invariants import evaluate as ev
+
+    rng = np.random.default_rng(n)
+    X = rng.uniform(0.1, 0.9, size=(n, basis.n_variables))
+    W = rng.normal(size=(n, basis.n_basis))
+    tables = ev._tables(basis.program)
+    for w in (W, W[:1]):
+        e1, g1 = ev._pullback_lanes(X, w, True, *tables)
+        e0, g0 = ev._pullback_batch(X, w, True, *tables)
+        assert np.array_equal(e1, e0) and np.array_equal(g1, g0)
+    t = DistanceTransform("morse", 1.2)
+    R = _geometries(basis.group.n_atoms, n, seed=n)
+    args = ev._cartesian_args(R, t, basis.n_variables)
+    e1, g1 = ev._cartesian_pullback_lanes(R, W, True, *args[1:], *tables)
+    e0, g0 = ev._cartesian_pullback(R, W, True, *args[1:], *tables)
+    assert np.allclose(e1, e0, rtol=1e-14, atol=0) and np.allclose(g1, g0, rtol=1e-12, atol=1e-14)
