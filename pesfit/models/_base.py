@@ -101,6 +101,7 @@ class ModelBase:
         E = np.asarray(data.E, dtype=np.float64)
         self.e_min_ = float(E.min())
         self.r_min_ = pair_distances(np.asarray(data.R)).min(axis=0)
+        self.reference_geometry_ = np.array(data.R[int(np.argmin(E))], dtype=np.float64)
         self.n_train_ = int(data.n_structures)
         self.fit_seconds_ = time.perf_counter() - t0
         self.train_report_ = self.evaluate(data)
@@ -188,6 +189,8 @@ class ModelBase:
             "dataset_sha256": self.dataset_hash_,
             "state": self._state(),
         }
+        if getattr(self, "reference_geometry_", None) is not None:
+            body["reference_geometry_A"] = np.asarray(self.reference_geometry_).tolist()
         body["checksum"] = hashlib.sha256(_canonical(body).encode()).hexdigest()
         return body
 
@@ -227,6 +230,11 @@ class ModelBase:
         model.fit_seconds_ = d.get("fit_seconds")
         model.train_report_ = d.get("train_errors", {})
         model.dataset_hash_ = d.get("dataset_sha256")
+        ref = d.get("reference_geometry_A")  # optional: files written before it existed lack it
+        model.reference_geometry_ = None if ref is None else np.asarray(ref, dtype=np.float64)
+        if ref is not None and model.reference_geometry_.shape != (len(model.molecule_.symbols), 3):
+            raise ValueError(f"reference_geometry_A has shape {model.reference_geometry_.shape}, expected "
+                             f"({len(model.molecule_.symbols)}, 3)")
         try:
             model._set_state(d["state"])
         except KeyError as exc:

@@ -1,0 +1,53 @@
+"""``pesfit export``: write a fitted model as C or Fortran (optionally build and check it)."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def _check_structures(model, data_path, n):
+    if data_path is not None:
+        from .data import load_dataset
+
+        data = load_dataset(data_path)
+        if list(data.symbols) != list(model.molecule_.symbols):
+            data = data.reorder_atoms(list(model.molecule_.symbols))
+        return np.asarray(data.R[:n])
+    ref = getattr(model, "reference_geometry_", None)
+    if ref is None:
+        return None
+    rng = np.random.default_rng(0)
+    return ref[None] + rng.normal(scale=0.05, size=(n,) + ref.shape)
+
+
+def cmd_export(args) -> int:
+    from .cli import _emit
+    from .export import export_model
+    from .models import load_model
+
+    model = load_model(args.model_file)
+    structures = _check_structures(model, args.data, args.n_check) if args.check else None
+    result = export_model(model, args.lang, args.out, prefix=args.name, check=args.check,
+                          check_structures=structures)
+    payload = {k: (str(v) if not isinstance(v, (dict, int, float)) else v) for k, v in result.items()}
+    lines = [f"exported {args.model_file} as {args.lang} to {args.out}:"]
+    lines += [f"  {k}: {v}" for k, v in payload.items() if k not in ("check", "driver_output", "build_log")]
+    if args.check:
+        c = result["check"]
+        lines.append(f"  check on {c['n_structures']} structures: max energy rel {c['max_energy_rel']:.2e}, "
+                     f"max gradient rel {c['max_gradient_rel']:.2e}")
+    _emit(args, payload, "\n".join(lines))
+    return 0
+
+
+def add_commands(sub) -> None:
+    p = sub.add_parser("export", help="write a fitted model as Fortran or C source with a Makefile")
+    p.add_argument("model_file")
+    p.add_argument("--lang", choices=["fortran", "c"], required=True)
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--name", default="pes", help="symbol prefix and file stem (default: pes)")
+    p.add_argument("--check", action="store_true", help="compile with gfortran/gcc and compare with Python")
+    p.add_argument("--data", default=None, help="structures for --check (default: the model's reference "
+                                                "geometry, randomly displaced)")
+    p.add_argument("--n-check", type=int, default=1000, help="number of structures for --check")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_export)
