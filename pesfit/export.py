@@ -704,7 +704,7 @@ def build(out_dir, lang: str, prefix: str = "pes", *, compiler: str | None = Non
     the compilers' messages (empty when there were no warnings).  Raises
     ``RuntimeError`` with the compiler output when a step fails.
     """
-    out = Path(out_dir)
+    out = Path(out_dir).resolve()
     comp = compiler or _find_compiler(lang)
     subs = {"CC": comp, "FC": comp, "CFLAGS": _CFLAGS, "FFLAGS": _FFLAGS, "ORIGIN": "$ORIGIN"}
     log = []
@@ -828,7 +828,7 @@ def export_model(model, lang: str, out_dir, *, prefix: str = "pes", check: bool 
     spec = _read_spec(model)
     if check:
         compiler = _find_compiler(lang)  # fail before writing anything
-    out = Path(out_dir)
+    out = Path(out_dir).resolve()
     result: dict = dict(_write_sources(spec, lang, out, prefix))
     if not check:
         return result

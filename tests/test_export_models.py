@@ -35,13 +35,14 @@ def test_export_matches_python(tmp_path, fitted, lang, compiler):
     assert check["max_energy_rel"] <= 1e-10 and check["max_gradient_rel"] <= 1e-8
 
 
-def test_cli_export_check(tmp_path, capsys):
+def test_cli_export_check(tmp_path, capsys, monkeypatch):
     if shutil.which("gcc") is None:
         pytest.skip("gcc not installed")
     train = load_npz(shipped_path("h3", "train")).first(300)
     model = LinearPIPModel(degree=6, morse_a=1.0, ridge=1e-10, use_forces=False).fit(train)
     model.save(tmp_path / "m.json")
-    assert main(["export", str(tmp_path / "m.json"), "--lang", "c", "--out", str(tmp_path / "out"), "--name",
+    monkeypatch.chdir(tmp_path)  # a relative --out directory
+    assert main(["export", "m.json", "--lang", "c", "--out", "out", "--name",
                  "h3pes", "--check", "--data", str(shipped_path("h3", "test")), "--json"]) == 0
     import json
 
