@@ -156,7 +156,9 @@ def test_too_few_data_for_basis(h2co):
 def test_cv_uses_training_data_only(h2co):
     train, _ = h2co
     m = LinearPIPModel(degree=3).fit(train.first(300))
-    assert len(m.cv_results_) == 5 * 5
+    from pesfit.models.linear import DEFAULT_MORSE_GRID, DEFAULT_RIDGE_GRID
+
+    assert len(m.cv_results_) == len(DEFAULT_MORSE_GRID) * len(DEFAULT_RIDGE_GRID)
     best = min(m.cv_results_, key=lambda r: r["cv_energy_rmse_meV"])
     assert m.hyperparameters_["morse_a"] == best["morse_a"] and m.hyperparameters_["ridge"] == best["ridge"]
 

@@ -28,7 +28,7 @@ from ._base import ModelBase
 
 __all__ = ["LinearPIPModel", "weighted_lstsq_path"]
 
-DEFAULT_MORSE_GRID = (1.0, 1.5, 2.0, 2.5, 3.0)
+DEFAULT_MORSE_GRID = (0.75, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0)
 DEFAULT_RIDGE_GRID = (0.0, 1e-12, 1e-10, 1e-8, 1e-6)
 
 
