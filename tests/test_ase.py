@@ -11,23 +11,19 @@ import pytest
 from ase import Atoms
 
 from pesfit.ase import CompiledModel, PESCalculator, check_atom_order
-from pesfit.datasets import shipped_dataset
 from pesfit.models import LinearPIPModel
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "molecules" / "h2co" / "examples"
 
 
 @pytest.fixture(scope="module")
-def model():
-    data = shipped_dataset("h2co", "train").first(1000)._replace(F=None)
-    return LinearPIPModel(degree=5, morse_a=1.0, ridge=1e-10).fit(data)
+def model(h2co_small_model):
+    return h2co_small_model
 
 
 @pytest.fixture(scope="module")
-def model_file(model, tmp_path_factory):
-    path = tmp_path_factory.mktemp("ase") / "h2co.json"
-    model.save(path)
-    return path
+def model_file(h2co_small_model_file):
+    return h2co_small_model_file
 
 
 def h2co(model, shift=0.0):

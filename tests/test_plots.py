@@ -8,7 +8,6 @@ import pytest
 
 from pesfit.cli import main
 from pesfit.datasets import shipped_dataset, shipped_path
-from pesfit.models import LinearPIPModel
 from pesfit.plots import (DPI, coordinate_value, energy_cut, near_cut, parse_coordinate, plot_fit,
                           set_coordinate)
 
@@ -17,16 +16,13 @@ MIN_BYTES = 10_000  # a real figure, not an empty canvas
 
 
 @pytest.fixture(scope="module")
-def model():
-    data = shipped_dataset("h2co", "train").first(1000)._replace(F=None)
-    return LinearPIPModel(degree=5, morse_a=1.0, ridge=1e-10).fit(data)
+def model(h2co_small_model):
+    return h2co_small_model
 
 
 @pytest.fixture(scope="module")
-def model_file(model, tmp_path_factory):
-    path = tmp_path_factory.mktemp("plots") / "h2co.json"
-    model.save(path)
-    return path
+def model_file(h2co_small_model_file):
+    return h2co_small_model_file
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import pytest
 from pesfit.cli import main
 from pesfit.datasets import shipped_dataset, shipped_path
 from pesfit.dmc import blocking_error, pyvibdmc_potential, zpe_from_vref
-from pesfit.models import LinearPIPModel, load_model
+from pesfit.models import load_model
 from pesfit.vib import (EIGENVALUE_TO_CM, atomic_masses, harmonic_analysis, hessian, label_modes, minimize,
                         optimize_and_analyse)
 
@@ -18,16 +18,13 @@ HARTREE = 27.211386245988  # eV
 
 
 @pytest.fixture(scope="module")
-def model():
-    data = shipped_dataset("h2co", "train").first(1000)._replace(F=None)
-    return LinearPIPModel(degree=5, morse_a=1.0, ridge=1e-10).fit(data)
+def model(h2co_small_model):
+    return h2co_small_model
 
 
 @pytest.fixture(scope="module")
-def model_file(model, tmp_path_factory):
-    path = tmp_path_factory.mktemp("vib") / "h2co.json"
-    model.save(path)
-    return path
+def model_file(h2co_small_model_file):
+    return h2co_small_model_file
 
 
 @pytest.fixture(scope="module")
