@@ -308,6 +308,23 @@ def _backward_lanes(nv, nm, a, b, scale, ptr, idx, coef, v, adj):
             adj[bi, l] += g * v[ai, l]
 
 
+@njit(cache=True, nogil=True)
+def _seed_outputs(W, s0, m, outputs, v, adj, with_grad, values):
+    """``values = W . p`` for one block and, for the reverse sweep, ``adj[outputs] = W``."""
+    shared = W.shape[0] == 1
+    if with_grad:
+        adj[:, :] = 0.0
+    for l in range(m):
+        row = 0 if shared else s0 + l
+        e = 0.0
+        for j in range(outputs.shape[0]):
+            w = W[row, j]
+            e += w * v[outputs[j], l]
+            if with_grad:
+                adj[outputs[j], l] += w
+        values[s0 + l] = e
+
+
 @njit(cache=True)
 def _pullback_lanes(X, W, with_grad, nm, a, b, scale, const, ptr, idx, coef, outputs):
     n, nv = X.shape
@@ -316,26 +333,13 @@ def _pullback_lanes(X, W, with_grad, nm, a, b, scale, const, ptr, idx, coef, out
     adj = np.empty((nn, LANES))
     values = np.empty(n)
     grad = np.zeros((n, nv) if with_grad else (0, nv))
-    shared = W.shape[0] == 1
-    acc = np.empty(LANES)
     for s0 in range(0, n, LANES):
         m = min(LANES, n - s0)
         for i in range(nv):
             for l in range(LANES):
                 v[i, l] = X[s0 + l, i] if l < m else X[s0, i]
         _forward_lanes(nv, nm, a, b, scale, const, ptr, idx, coef, v)
-        acc[:] = 0.0
-        if with_grad:
-            adj[:, :] = 0.0
-        for j in range(outputs.shape[0]):
-            o = outputs[j]
-            for l in range(LANES):
-                w = W[0, j] if shared else W[s0 + min(l, m - 1), j]
-                acc[l] += w * v[o, l]
-                if with_grad:
-                    adj[o, l] += w
-        for l in range(m):
-            values[s0 + l] = acc[l]
+        _seed_outputs(W, s0, m, outputs, v, adj, with_grad, values)
         if with_grad:
             _backward_lanes(nv, nm, a, b, scale, ptr, idx, coef, v, adj)
             for l in range(m):
@@ -358,8 +362,6 @@ def _cartesian_pullback_lanes(R, W, with_grad, pi, pj, kind, param, nm, a, b, sc
     u = np.empty((LANES, nv, 3))
     x = np.empty(nv)
     dx = np.empty((LANES, nv))
-    shared = W.shape[0] == 1
-    acc = np.empty(LANES)
     for s0 in range(0, n, LANES):
         m = min(LANES, n - s0)
         for l in range(LANES):
@@ -369,18 +371,7 @@ def _cartesian_pullback_lanes(R, W, with_grad, pi, pj, kind, param, nm, a, b, sc
             for i in range(nv):
                 v[i, l] = x[i]
         _forward_lanes(nv, nm, a, b, scale, const, ptr, idx, coef, v)
-        acc[:] = 0.0
-        if with_grad:
-            adj[:, :] = 0.0
-        for j in range(outputs.shape[0]):
-            o = outputs[j]
-            for l in range(LANES):
-                w = W[0, j] if shared else W[s0 + min(l, m - 1), j]
-                acc[l] += w * v[o, l]
-                if with_grad:
-                    adj[o, l] += w
-        for l in range(m):
-            values[s0 + l] = acc[l]
+        _seed_outputs(W, s0, m, outputs, v, adj, with_grad, values)
         if with_grad:
             _backward_lanes(nv, nm, a, b, scale, ptr, idx, coef, v, adj)
             for l in range(m):
