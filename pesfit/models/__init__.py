@@ -4,9 +4,11 @@ Every back end subclasses :class:`ModelBase` and sets ``cli_name`` (the value
 of ``pesfit fit --model``); importing its module registers it.
 """
 from ._base import ModelBase, load_model, registered_models
+from .diabatic import DiabaticModel
 from .linear import LinearPIPModel
+from .nn import FINNModel, PIPNNModel
 
-__all__ = ["LinearPIPModel", "ModelBase", "load_model", "make_model", "registered_models"]
+__all__ = ["DiabaticModel", "FINNModel", "LinearPIPModel", "ModelBase", "PIPNNModel", "load_model", "make_model", "registered_models"]
 
 
 def make_model(name: str, **params) -> ModelBase:
