@@ -1,0 +1,364 @@
+"""Diabatic model: symmetry of couplings, adiabatic quantities, Jacobians, three states, files, bad input."""
+import json
+
+import numpy as np
+import pytest
+
+from invariants import DistanceTransform, PermutationGroup
+from invariants.evaluate import evaluate as evaluate_program
+from pesfit.data import Dataset, load_npz
+from pesfit.datasets import shipped_path
+from pesfit.models import DiabaticModel, load_model
+from pesfit.models.diabatic import (_AdiabaticProblem, _pseudoscalar_values, adiabatic_states, build_elements,
+                                    design, element_pairs, evaluate_diabatic, prune_elements)
+from pesfit.models.pseudoscalars import Irrep, find_pseudoscalars, parse_irreps, signed_volume
+
+ODD = [0, 2, 1, 3]    # swap two H atoms of N H H H
+EVEN = [0, 2, 3, 1]   # cyclic permutation of the H atoms
+
+
+def _volume(R):
+    return signed_volume(np.asarray(R), (0, 1, 2, 3))
+
+
+def _planar(R):
+    P = np.array(R, dtype=float)
+    P[:, :, 2] = 0.0
+    return P
+
+
+@pytest.fixture(scope="module")
+def nh3():
+    train = load_npz(shipped_path("nh3_dpem", "train"))
+    test = load_npz(shipped_path("nh3_dpem", "test"))
+    return train, test
+
+
+@pytest.fixture(scope="module")
+def nh3_model(nh3):
+    train, _ = nh3
+    return DiabaticModel(irreps="A1,A2", degree=4, morse_a=1.5, ridge=0.0).fit(train.first(1500))
+
+
+# ------------------------------------------------------------------ irreps
+def test_irrep_names_and_products():
+    assert [str(Irrep.parse(n)) for n in ("A1", "A2", "A1p", "A2pp", "A1''", "A2'")] == \
+        ["A1'", "A2''", "A1'", "A2''", "A1''", "A2'"]
+    assert Irrep.parse("A2") * Irrep.parse("A2") == Irrep.parse("A1'")
+    assert Irrep.parse("A2'") * Irrep.parse("A2''") == Irrep.parse("A1''")
+    assert parse_irreps(None, 3) == (Irrep(),) * 3
+
+
+@pytest.mark.parametrize("spec,atoms,msg", [
+    ("A1,E'", "N H H H", "unknown irrep"),
+    ("A1,B2", "N H H H", "unknown irrep"),
+    ("A1,A2,A1", "N H H H", "one irrep per electronic state"),
+    ("A1,A2'", "C O H F", "no odd permutation"),
+    ("A1,A2''", "H H H", "always planar"),
+])
+def test_bad_irreps(spec, atoms, msg):
+    with pytest.raises(ValueError, match=msg):
+        parse_irreps(spec, 2, PermutationGroup.from_symbols(atoms))
+
+
+# ------------------------------------------------------------ pseudoscalar
+def test_pseudoscalar_symmetry_and_gradient(nh3):
+    R = np.asarray(nh3[0].R[:20])
+    (ps,) = find_pseudoscalars(PermutationGroup.from_symbols("N H H H"))
+    assert ps.irrep == Irrep.parse("A2''")
+    v = ps.evaluate(R)
+    assert np.allclose(ps.evaluate(R[:, ODD]), -v, rtol=1e-12)
+    assert np.allclose(ps.evaluate(R[:, EVEN]), v, rtol=1e-12)
+    assert np.allclose(ps.evaluate(-R), -v, rtol=1e-12)
+    assert np.max(np.abs(ps.evaluate(_planar(R)))) < 1e-14
+    assert np.allclose(v, np.tanh(_volume(R)), rtol=1e-12)
+    _, g = ps.evaluate(R, gradient=True)
+    h = 1e-6
+    for a, x in [(0, 0), (1, 2), (3, 1)]:
+        Rp, Rm = R.copy(), R.copy()
+        Rp[:, a, x] += h
+        Rm[:, a, x] -= h
+        assert np.allclose((ps.evaluate(Rp) - ps.evaluate(Rm)) / (2 * h), g[:, a, x], rtol=1e-6, atol=1e-9)
+
+
+# ------------------------------------------------------------- NH3 model
+def test_nh3_fit_to_u(nh3, nh3_model):
+    rep = nh3_model.evaluate(nh3[1])
+    assert rep["u_rmse_meV"]["U11"] < 40 and rep["u_rmse_meV"]["U12"] < 40, rep["u_rmse_meV"]
+    assert rep["u_rmse_meV"]["U22"] < 80, rep["u_rmse_meV"]
+    assert len(rep["states"]) == 2 and rep["n_energies"] == 2 * nh3[1].n_structures
+    assert nh3_model.hyperparameters_["irreps"] == ["A1'", "A2''"]
+
+
+def test_coupling_symmetry(nh3, nh3_model):
+    R = np.asarray(nh3[1].R[:30])
+    U = nh3_model.predict_diabatic(R)
+    assert np.max(np.abs(U[:, 0, 1])) > 0.05
+    for perm, sign in ((ODD, -1), (EVEN, 1), ([0, 3, 2, 1], -1)):
+        Up = nh3_model.predict_diabatic(R[:, perm])
+        assert np.allclose(Up[:, 0, 1], sign * U[:, 0, 1], rtol=1e-10, atol=1e-12)
+        assert np.allclose(np.diagonal(Up, axis1=1, axis2=2), np.diagonal(U, axis1=1, axis2=2), rtol=1e-10)
+    Ui = nh3_model.predict_diabatic(-R)
+    assert np.allclose(Ui[:, 0, 1], -U[:, 0, 1], rtol=1e-10, atol=1e-12)
+    assert np.allclose(Ui[:, 1, 1], U[:, 1, 1], rtol=1e-10)
+    P = _planar(R)
+    assert pair_min(P) > 0.5
+    Up = nh3_model.predict_diabatic(P)
+    assert np.max(np.abs(Up[:, 0, 1])) < 1e-12
+
+
+def pair_min(R):
+    from invariants import pair_distances
+
+    return pair_distances(R).min()
+
+
+def test_eigenvalues_are_adiabatic_energies(nh3, nh3_model):
+    R = np.asarray(nh3[1].R[:50])
+    U = nh3_model.predict_diabatic(R)
+    E = nh3_model.predict(R)
+    assert E.shape == (50, 2)
+    assert np.allclose(np.linalg.eigvalsh(U), E, rtol=0, atol=1e-12)
+    res = nh3_model.predict_adiabatic(R)
+    V = res["vectors"]
+    assert np.allclose(np.einsum("nak,nab,nbl->nkl", V, U, V), np.eye(2) * E[:, None, :], atol=1e-10)
+    # phase convention: the largest component of each state vector is positive
+    big = np.take_along_axis(V, np.argmax(np.abs(V), axis=1)[:, None, :], axis=1)
+    assert np.all(big > 0)
+
+
+def _fd(f, R, h):
+    out = []
+    for a in range(R.shape[1]):
+        for x in range(3):
+            Rp, Rm = R.copy(), R.copy()
+            Rp[:, a, x] += h
+            Rm[:, a, x] -= h
+            out.append((f(Rp) - f(Rm)) / (2 * h))
+    return np.stack(out, axis=-1)
+
+
+def test_gradients_and_couplings_match_finite_differences(nh3, nh3_model):
+    R = np.asarray(nh3[1].R[:6])
+    res = nh3_model.predict_adiabatic(R)
+    assert np.min(res["energies"][:, 1] - res["energies"][:, 0]) > 1.0
+    N = R.shape[1]
+    # dU/dR
+    Ufd = _fd(lambda X: nh3_model.predict_diabatic(X), R, 1e-5).reshape(6, 2, 2, N, 3)
+    assert np.max(np.abs(Ufd - res["dU"])) <= 1e-6 * np.max(np.abs(res["dU"]))
+    # adiabatic gradients; forces from predict are minus them
+    Gfd = _fd(lambda X: nh3_model.predict(X), R, 1e-5).reshape(6, 2, N, 3)
+    assert np.max(np.abs(Gfd - res["gradients"])) <= 1e-6 * np.max(np.abs(res["gradients"]))
+    _, F = nh3_model.predict(R, forces=True)
+    assert np.allclose(F, -res["gradients"])
+    # d_kl = <k | d/dR l>, from finite differences of the phase-fixed state vectors
+    Vfd = _fd(lambda X: nh3_model.predict_adiabatic(X, gradients=False, couplings=False)["vectors"], R, 1e-5)
+    Vfd = Vfd.reshape(6, 2, 2, N, 3)  # (n, component, state, N, 3)
+    d_fd = np.einsum("nak,nalxy->nklxy", res["vectors"], Vfd)
+    nac = res["nac"]
+    assert np.max(np.abs(d_fd - nac)) <= 1e-5 * np.max(np.abs(nac))
+    assert np.allclose(nac[:, 0, 1], -nac[:, 1, 0])
+    gap = res["energies"][:, 1] - res["energies"][:, 0]
+    assert np.allclose(res["h"][:, 0, 1], nac[:, 0, 1] * gap[:, None, None], rtol=1e-8)
+
+
+def test_degeneracy_without_nan():
+    U = np.array([[[1.0, 0.0], [0.0, 1.0]], [[1.0, 1e-14], [1e-14, 1.0]], [[0.5, 0.0], [0.0, 2.0]]])
+    dU = np.random.default_rng(0).normal(size=(3, 2, 2, 4, 3))
+    dU = dU + dU.transpose(0, 2, 1, 3, 4)
+    res = adiabatic_states(U, dU)
+    for key in ("energies", "vectors", "gradients", "h", "nac"):
+        assert np.isfinite(res[key]).all(), key
+    assert np.all(res["nac"][0] == 0.0)
+
+
+def test_model_file_round_trip_and_tamper(tmp_path, nh3, nh3_model):
+    path = tmp_path / "dia.json"
+    nh3_model.save(path)
+    back = load_model(path)
+    assert isinstance(back, DiabaticModel)
+    R = np.asarray(nh3[1].R[:10])
+    assert np.array_equal(back.predict_diabatic(R), nh3_model.predict_diabatic(R))
+    assert back.hyperparameters_ == nh3_model.hyperparameters_
+    d = json.loads(path.read_text())
+    d["state"]["elements"][1]["terms"][0]["coef"][0] += 1e-9
+    bad = tmp_path / "tampered.json"
+    bad.write_text(json.dumps(d))
+    with pytest.raises(ValueError, match="checksum"):
+        load_model(bad)
+
+
+def test_export_spec_reproduces_u(nh3, nh3_model):
+    spec = nh3_model.export_spec()
+    R = np.asarray(nh3[1].R[:10])
+    from pesfit.models.pseudoscalars import Pseudoscalar
+
+    ps = [Pseudoscalar.from_dict(p) for p in spec["pseudoscalars"]]
+    x = spec["transform"](np.linalg.norm(R[:, :, None] - R[:, None], axis=-1)[:, *np.triu_indices(4, 1)])
+    U = np.zeros((10, 2, 2))
+    for el in spec["elements"]:
+        val = np.zeros(10)
+        for t in el["terms"]:
+            M = np.prod([p.evaluate(R) ** k for p, k in zip(ps, t["powers"])], axis=0)
+            val += M * (evaluate_program(t["program"], x) @ t["weights"])
+        U[:, el["i"], el["j"]] = U[:, el["j"], el["i"]] = val
+    assert np.allclose(U, nh3_model.predict_diabatic(R), rtol=1e-12, atol=1e-12)
+    E, G = spec["predict"](R)
+    assert E.shape == (10, 2) and G.shape == (10, 2, 4, 3)
+    assert spec["n_states"] == 2 and spec["irreps"] == ["A1'", "A2''"]
+
+
+# ----------------------------------------------------- analytic 3x3 model
+def analytic_three_state(R):
+    """A 3x3 diabatic matrix for N H H H with states A1', A2'', A2' (couplings A2'', A2', A1'')."""
+    R = np.asarray(R)
+    r = np.linalg.norm(R[:, 1:] - R[:, :1], axis=-1)                    # N-H
+    s = np.linalg.norm(R[:, [1, 1, 2]] - R[:, [2, 3, 3]], axis=-1)      # H-H
+    V = _volume(R)
+    vand = (r[:, 0] - r[:, 1]) * (r[:, 0] - r[:, 2]) * (r[:, 1] - r[:, 2])
+    U = np.zeros((len(R), 3, 3))
+    U[:, 0, 0] = (4.0 * (1 - np.exp(-2.0 * (r - 1.01))) ** 2).sum(1) + 0.5 * np.exp(-2 * s).sum(1)
+    U[:, 1, 1] = 5.0 + (2.0 * (1 - np.exp(-1.5 * (r - 1.1))) ** 2).sum(1) + 0.3 * np.exp(-s).sum(1)
+    U[:, 2, 2] = 6.5 + (3.0 * (1 - np.exp(-1.8 * (r - 1.05))) ** 2).sum(1)
+    U[:, 0, 1] = U[:, 1, 0] = 0.8 * V * np.exp(-((r - 1.0) ** 2).sum(1))   # A2''
+    U[:, 0, 2] = U[:, 2, 0] = 3.0 * vand                                   # A2'
+    U[:, 1, 2] = U[:, 2, 1] = 2.0 * V * vand                               # A1''
+    return U
+
+
+@pytest.fixture(scope="module")
+def three_state(nh3):
+    R = np.asarray(nh3[0].R[:1200])
+    U = analytic_three_state(R)
+    data = Dataset(R=R, z=nh3[0].z, E=np.linalg.eigvalsh(U), U=U)
+    return data.first(900), data.subset(slice(900, 1200))
+
+
+def test_analytic_three_state_symmetries():
+    R = np.random.default_rng(1).normal(size=(5, 4, 3))
+    U = analytic_three_state(R)
+    for perm, chi in ((ODD, {(0, 1): -1, (0, 2): -1, (1, 2): 1}), (EVEN, {(0, 1): 1, (0, 2): 1, (1, 2): 1})):
+        Up = analytic_three_state(R[:, perm])
+        for (i, j), c in chi.items():
+            assert np.allclose(Up[:, i, j], c * U[:, i, j])
+    Ui = analytic_three_state(-R)
+    for (i, j), c in {(0, 1): -1, (0, 2): 1, (1, 2): -1}.items():
+        assert np.allclose(Ui[:, i, j], c * U[:, i, j])
+
+
+def test_three_state_fit(three_state):
+    train, test = three_state
+    model = DiabaticModel(n_states=3, irreps=["A1'", "A2''", "A2'"], degree=4, morse_a=1.5, ridge=0.0).fit(train)
+    assert [str(e.irrep) for e in model.elements_] == ["A1'", "A2''", "A2'", "A1'", "A1''", "A1'"]
+    rep = model.evaluate(test)
+    Ut = np.asarray(test.U)
+    for (i, j) in element_pairs(3):
+        scale = 1000 * np.std(Ut[:, i, j])
+        assert rep["u_rmse_meV"][f"U{i + 1}{j + 1}"] < 0.15 * scale, (i, j, rep["u_rmse_meV"])
+    assert rep["energy_rmse_meV"] < 0.05 * 1000 * np.std(np.asarray(test.E))
+    R = np.asarray(test.R[:10])
+    U = model.predict_diabatic(R)
+    for perm, inv, chi in ((ODD, False, {(0, 1): -1, (0, 2): -1, (1, 2): 1}),
+                           (list(range(4)), True, {(0, 1): -1, (0, 2): 1, (1, 2): -1})):
+        X = -R[:, perm] if inv else R[:, perm]
+        Up = model.predict_diabatic(X)
+        for (i, j), c in chi.items():
+            assert np.allclose(Up[:, i, j], c * U[:, i, j], rtol=1e-10, atol=1e-12)
+    assert np.max(np.abs(model.predict_diabatic(_planar(R))[:, [0, 1], [1, 2]])) < 1e-12
+
+
+# ------------------------------------------------- nonlinear fit machinery
+def _small_problem(nh3, with_derivatives=True, seed=0):
+    R = np.asarray(nh3[0].R[:40])
+    group = PermutationGroup.from_symbols("N H H H")
+    irreps = parse_irreps("A1,A2,A2'", 3, group)
+    ps = find_pseudoscalars(group)
+    t = DistanceTransform("morse", 1.5)
+    elements = prune_elements(build_elements(group, irreps, 2, 2, ps, pseudoscalar_powers=0), R, t, ps)
+    vals, grads = _pseudoscalar_values(ps, R, True)
+    Phis, dPhis = [], []
+    for e in elements:
+        P, J = design(e, R, t, vals, grads, gradient=True)
+        Phis.append(P)
+        dPhis.append(J.reshape(len(R), e.n_features, -1))
+    rng = np.random.default_rng(seed)
+    ns = 3
+    E = rng.normal(size=(len(R), ns)) + np.arange(ns) * 3
+    G = rng.normal(size=(len(R), ns, 12))
+    H = rng.normal(size=(len(R), ns, ns, 12))
+    prob = _AdiabaticProblem(elements, Phis, dPhis if with_derivatives else None, E=E, wE=np.ones_like(E),
+                             U=rng.normal(size=(len(R), ns, ns)), G=G if with_derivatives else None, g_weight=0.3,
+                             H=H if with_derivatives else None, c_weight=0.2, ridges=[1e-8] * len(elements))
+    x = np.concatenate([rng.normal(size=P.shape[1]) / np.linalg.norm(P, axis=0) for P in Phis])
+    return prob, x
+
+
+def test_nonlinear_jacobian_matches_finite_differences(nh3):
+    prob, x = _small_problem(nh3)
+    J = prob.jacobian(x)
+    h = 1e-6
+    cols = np.random.default_rng(3).choice(len(x), 12, replace=False)
+    for k in cols:
+        xp, xm = x.copy(), x.copy()
+        xp[k] += h
+        xm[k] -= h
+        fd = (prob.residuals(xp) - prob.residuals(xm)) / (2 * h)
+        assert np.max(np.abs(fd - J[:, k])) <= 1e-5 * max(1.0, np.max(np.abs(J[:, k]))), k
+
+
+def test_adiabatic_fit_with_gradients_and_couplings_recovers_u(nh3, three_state):
+    """Energies alone leave the couplings free; with gradients and derivative couplings they are fixed."""
+    train, _ = three_state
+    truth = DiabaticModel(n_states=3, irreps="A1,A2,A2'", degree=2, morse_a=1.5, ridge=0.0,
+                          pseudoscalar_powers=0).fit(train)
+    R = np.asarray(train.R[:120])
+    res = truth.predict_adiabatic(R)
+    data = Dataset(R=R, z=train.z, E=res["energies"])
+    flip = np.where(np.arange(len(R)) % 2, 1.0, -1.0)[:, None, None, None, None]   # arbitrary phases
+    model = DiabaticModel(n_states=3, irreps="A1,A2,A2'", target="adiabatic", degree=2, morse_a=1.5, ridge=0.0,
+                          pseudoscalar_powers=0, n_starts=1, max_nfev=50, gradient_weight=0.3,
+                          coupling_weight=0.3).fit(data, gradients=res["gradients"], couplings=res["nac"] * flip)
+    Rt = np.asarray(three_state[1].R[:100])
+    Ut, Uf = truth.predict_diabatic(Rt), model.predict_diabatic(Rt)
+    assert np.max(np.abs(np.linalg.eigvalsh(Uf) - np.linalg.eigvalsh(Ut))) < 1e-3
+    assert np.max(np.abs(np.abs(Uf) - np.abs(Ut))) < 1e-3
+
+
+# --------------------------------------------------------------- bad input
+def test_bad_input(nh3):
+    train = nh3[0].first(200)
+    with pytest.raises(ValueError, match="declared with 3 states"):
+        DiabaticModel(n_states=3).fit(train)
+    with pytest.raises(ValueError, match="at least 2 states"):
+        DiabaticModel().fit(train._replace(E=np.asarray(train.E)[:, 0], U=None))
+    with pytest.raises(ValueError, match="needs the diabatic matrix"):
+        DiabaticModel(target="u").fit(train._replace(U=None))
+    with pytest.raises(ValueError, match="unknown irrep"):
+        DiabaticModel(irreps="A1,E").fit(train)
+    with pytest.raises(ValueError, match="target must be"):
+        DiabaticModel(target="energies").fit(train)
+    E = np.array(train.E)
+    E[3, 1] = np.nan
+    with pytest.raises(ValueError, match="non-finite"):
+        Dataset(R=train.R, z=train.z, E=E)
+    with pytest.raises(ValueError, match="NaN"):
+        DiabaticModel(target="adiabatic", degree=2, morse_a=1.5).fit(
+            train, gradients=np.full((200, 2, 4, 3), np.nan))
+    with pytest.raises(ValueError, match="not fitted"):
+        DiabaticModel().predict_diabatic(np.asarray(train.R[:2]))
+
+
+def test_cli_fit_json(capsys):
+    from pesfit.cli import main
+
+    code = main(["fit", "--train", str(shipped_path("nh3_dpem", "train")), "--n-train", "600",
+                 "--test", str(shipped_path("nh3_dpem", "test")), "--model", "diabatic", "--states", "2",
+                 "--irreps", "A1,A2", "--target", "u", "--degree", "3", "--morse-a", "1.5", "--json", "--quiet"])
+    assert code == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["test"]["energy_rmse_meV"] > 0
+    assert set(out["test"]["u_rmse_meV"]) == {"U11", "U12", "U22"}
+    code = main(["fit", "--train", str(shipped_path("nh3_dpem", "train")), "--n-train", "300", "--model", "diabatic",
+                 "--states", "3", "--json", "--quiet"])
+    assert code == 2
+    assert "declared with 3 states" in capsys.readouterr().err
