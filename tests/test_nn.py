@@ -327,6 +327,7 @@ def test_cli_bad_hidden(capsys):
 def test_progress_reports_epochs(h2co):
     train, _ = h2co
     seen = []
-    PIPNNModel(degree=2, hidden=(4,), max_epochs=3, morse_a=1.5).fit(train.first(40), progress=lambda *a: seen.append(a))
+    model = PIPNNModel(degree=2, hidden=(4,), max_epochs=3, morse_a=1.5)
+    model.fit(train.first(40), progress=lambda *a: seen.append(a))
     assert [s[0] for s in seen] == [1, 2, 3] and all(s[1] == 3 for s in seen)
     assert "train E" in seen[-1][2] and "val E" in seen[-1][2] and "F" in seen[-1][2]

@@ -280,7 +280,8 @@ class _NNModel(ModelBase):
                           "validation_index": m["validation_index"].tolist(),
                           "best_val_energy_rmse_meV": _best_val(m)}
                          for k, m in enumerate(members)]
-        self.hyperparameters_ = {"basis": self.basis_kind, "degree": int(basis.max_degree), "n_inputs": int(feature.size),
+        self.hyperparameters_ = {"basis": self.basis_kind, "degree": int(basis.max_degree),
+                                 "n_inputs": int(feature.size),
                                  "morse_a": a, "morse_a_source": a_source, "hidden": [int(h) for h in self.hidden],
                                  "activation": self.activation, "optimizer": self.optimizer, "forces": forces,
                                  "force_weight": float(self.force_weight), "force_huber": self.force_huber,

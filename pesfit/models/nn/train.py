@@ -15,16 +15,16 @@ With a Huber threshold ``c`` the force term of a structure becomes
 so that a few structures with forces no smooth surface can follow (data
 errors, wild corners of the source surface) cannot dominate the loss.
 
-Levenberg-Marquardt works on the residual vector ``r = [y - y_ref, rho (g - g_ref)]``:
-each epoch forms ``A = J^T W J`` and ``b = J^T W r`` in chunks of structures
+Levenberg-Marquardt works on the residual vector ``r = [y - y_ref, rho (g - g_ref)]``
+and its Jacobian ``J = dr/dtheta`` (built by hand, a second-order pass
+through the network for the force rows: see :func:`residual_jacobian`).
+Each epoch forms ``A = J^T W J`` and ``b = J^T W r`` in chunks of structures
 (``W`` the Huber weights ``min(1, c / |dg_i|)`` of the force rows, fixed
-within the epoch: iteratively reweighted least squares; ``b`` is the exact
-gradient of the robust loss)
-(``J = dr/dtheta`` built by hand, a second-order pass through the network
-for the force rows: see :func:`residual_jacobian`), solves
-``(A + mu I) delta = -b`` by Cholesky, and accepts the step when the loss
-falls (``mu *= mu_dec``), else raises ``mu`` (``mu *= mu_inc``) and solves
-again.  The loss is therefore non-increasing.  L-BFGS and Adam use torch
+within the epoch, i.e. iteratively reweighted least squares; ``b`` is the
+exact gradient of the robust loss), solves ``(A + mu I) delta = -b`` by
+Cholesky, and accepts the step when the loss falls (then ``mu *= mu_dec``),
+else raises ``mu`` (``mu *= mu_inc``) and solves again.  The loss is
+therefore non-increasing.  L-BFGS and Adam use torch
 autograd on the same loss.  All optimisers stop early when the validation
 loss has not improved for ``patience`` epochs and return the parameters of
 the best validation epoch.  Everything is float64 and deterministic for a
@@ -35,12 +35,12 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from .network import init_parameters, n_parameters
+from .network import init_parameters
 
 __all__ = ["TrainingProblem", "TrainOptions", "network_outputs", "residual_jacobian", "normal_equations",
            "train_network", "train_ensemble", "OPTIMIZERS"]
@@ -65,6 +65,8 @@ class TrainingProblem:
 
 @dataclass
 class TrainOptions:
+    """Network shape and optimiser settings (``mu_*``: Levenberg-Marquardt damping schedule)."""
+
     sizes: tuple
     activation: str = "tanh"
     optimizer: str = "lm"
@@ -80,7 +82,6 @@ class TrainOptions:
     mu_max: float = 1e10
     chunk_rows: int = 6000
     threads: int | None = None
-    extra: dict = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------- network (torch)
@@ -473,7 +474,6 @@ def _train_network(problem, opts, progress):
     train = _Data(problem, tr)
     val = _Data(problem, va) if len(va) else None
     theta0 = init_parameters(opts.sizes, np.random.default_rng(opts.seed))
-    assert theta0.size == n_parameters(opts.sizes)
     theta = torch.from_numpy(theta0)
     history: list = []
     stopper = _EarlyStopping(opts.patience)
