@@ -10,7 +10,7 @@ from pesfit.data import Dataset, load_npz
 from pesfit.datasets import shipped_path
 from pesfit.models import DiabaticModel, load_model
 from pesfit.models.diabatic import (_AdiabaticProblem, _pseudoscalar_values, adiabatic_states, build_elements,
-                                    design, element_pairs, evaluate_diabatic, prune_elements)
+                                    design, element_pairs, prune_elements)
 from pesfit.models.pseudoscalars import Irrep, find_pseudoscalars, parse_irreps, signed_volume
 
 ODD = [0, 2, 1, 3]    # swap two H atoms of N H H H
@@ -194,7 +194,9 @@ def test_export_spec_reproduces_u(nh3, nh3_model):
     from pesfit.models.pseudoscalars import Pseudoscalar
 
     ps = [Pseudoscalar.from_dict(p) for p in spec["pseudoscalars"]]
-    x = spec["transform"](np.linalg.norm(R[:, :, None] - R[:, None], axis=-1)[:, *np.triu_indices(4, 1)])
+    from invariants import pair_distances
+
+    x = spec["transform"](pair_distances(R))
     U = np.zeros((10, 2, 2))
     for el in spec["elements"]:
         val = np.zeros(10)
@@ -288,7 +290,8 @@ def _small_problem(nh3, with_derivatives=True, seed=0):
     H = rng.normal(size=(len(R), ns, ns, 12))
     prob = _AdiabaticProblem(elements, Phis, dPhis if with_derivatives else None, E=E, wE=np.ones_like(E),
                              U=rng.normal(size=(len(R), ns, ns)), G=G if with_derivatives else None, g_weight=0.3,
-                             H=H if with_derivatives else None, c_weight=0.2, ridges=[1e-8] * len(elements))
+                             H=H if with_derivatives else None, c_weight=0.2,
+                             penalties=[1e-3 * np.diag(np.linalg.norm(P, axis=0)) for P in Phis])
     x = np.concatenate([rng.normal(size=P.shape[1]) / np.linalg.norm(P, axis=0) for P in Phis])
     return prob, x
 
@@ -322,6 +325,19 @@ def test_adiabatic_fit_with_gradients_and_couplings_recovers_u(nh3, three_state)
     Ut, Uf = truth.predict_diabatic(Rt), model.predict_diabatic(Rt)
     assert np.max(np.abs(np.linalg.eigvalsh(Uf) - np.linalg.eigvalsh(Ut))) < 1e-3
     assert np.max(np.abs(np.abs(Uf) - np.abs(Ut))) < 1e-3
+
+
+def test_energy_only_and_both_targets_run(nh3):
+    train = nh3[0].first(300)
+    kw = dict(irreps="A1,A2", degree=3, morse_a=1.5, ridge=0.0, max_nfev=8)
+    model = DiabaticModel(target="adiabatic", n_starts=2, **kw).fit(train)
+    info = model.fit_info_
+    assert len(info["starts"]) == 2 and info["starts"][0]["coupling_init_eV"] == 0.0
+    assert all(np.isfinite(s["validation_energy_rmse_meV"]) for s in info["starts"])
+    assert model.train_report_["energy_rmse_meV"] < 100
+    both = DiabaticModel(target="both", n_starts=1, **kw).fit(train)
+    lin = DiabaticModel(target="u", **kw).fit(train)
+    assert both.train_report_["energy_rmse_meV"] <= lin.train_report_["energy_rmse_meV"] + 1e-6
 
 
 # --------------------------------------------------------------- bad input

@@ -50,14 +50,17 @@ adiabat (states declared in energy order) plus small random couplings
 (several starts), then minimises
 
     sum w_sk^2 (lambda_k - E_sk)^2 + f_g^2 |dlambda_k/dR - G_sk|^2
-        + f_c^2 |h_kl - s h_ref,kl|^2 + u^2 sum (U_ij - U_ref,ij)^2 + ridge
+        + f_c^2 |h_kl -+ h_ref,kl|^2 + u^2 sum (U_ij - U_ref,ij)^2 + ridge
 
 with :func:`scipy.optimize.least_squares` and analytic Jacobians:
 ``dlambda_k/dc = v_k^T (dU/dc) v_k`` and first-order perturbation theory
 ``dv_k/dc = sum_(m != k) v_m (v_m^T (dU/dc) v_k) / (lambda_k - lambda_m)``
-for gradients and couplings.  Couplings are phase-free: ``s = sign(h . h_ref)``
-per structure and pair.  Structure weights ``w_sk = E0 / (E0 + E_sk - min_s E_sk)``
-down-weight high energies (``energy_weight_e0``).
+for gradients and couplings.  Couplings are compared phase-free, through
+``h_kl = (lambda_l - lambda_k) d_kl`` (finite at degeneracies): the residual
+rows ``(|h|^2 - |h_ref|^2) / (2 |h_ref|)`` and ``h - (h . e) e`` with
+``e = h_ref / |h_ref|`` vanish exactly when ``h = +-h_ref`` and are smooth in
+``h``.  Structure weights ``w_sk = E0 / (E0 + E_sk - min_s E_sk)`` down-weight
+high energies (``energy_weight_e0``).
 
 Note that adiabatic energies alone do not determine the couplings where the
 states stay apart: any rotation ``exp(theta(R) J)`` of the diabats with an
@@ -172,7 +175,7 @@ def build_elements(group: PermutationGroup, irreps, degree: int, coupling_degree
         Polynomial degree of the diagonal and of the off-diagonal elements.
     pseudoscalars : list of Pseudoscalar
     pseudoscalar_powers : int
-        Extra pseudoscalar powers beyond the minimum (0 or 1): terms with
+        Extra pseudoscalar powers beyond the minimum (0, 2, ...): terms with
         ``|alpha| = m_min, m_min + 2, ...`` up to ``m_min + pseudoscalar_powers``.
     """
     cache: dict = {}
@@ -180,7 +183,8 @@ def build_elements(group: PermutationGroup, irreps, degree: int, coupling_degree
     def distance_basis(char: str, d: int) -> Basis:
         key = (char, d)
         if key not in cache:
-            cache[key] = pip_basis(group, d) if char == "trivial" else relative_basis(group, d, Character(group, "sign"))
+            cache[key] = (pip_basis(group, d) if char == "trivial"
+                          else relative_basis(group, d, Character(group, "sign")))
         return cache[key]
 
     out = []
@@ -416,7 +420,7 @@ class _AdiabaticProblem:
     """Residuals and Jacobian of the nonlinear fit (see the module docstring)."""
 
     def __init__(self, elements, Phis, dPhis, *, E, wE, U=None, u_weight=1.0, G=None, g_weight=0.0, H=None,
-                 c_weight=0.0, ridges=None):
+                 c_weight=0.0, penalties=None):
         self.elements = elements
         self.Phis = Phis
         self.dPhis = dPhis
@@ -424,11 +428,18 @@ class _AdiabaticProblem:
         self.U, self.u_weight = U, u_weight
         self.G, self.g_weight = G, g_weight
         self.H, self.c_weight = H, c_weight
-        self.ridges = [0.0] * len(elements) if ridges is None else [float(r) for r in ridges]
+        if H is not None:
+            ku, lu = np.triu_indices(E.shape[1], 1)
+            ref = H[:, ku, lu]
+            self.h_norm = np.linalg.norm(ref, axis=-1)  # (n, pairs)
+            self.h_small = self.h_norm <= 1e-10 * max(1.0, float(self.h_norm.max(initial=0.0)))
+            safe = np.where(self.h_small, 1.0, self.h_norm)[..., None]
+            self.h_hat = np.where(self.h_small[..., None], 0.0, ref / safe)
+        # ridge: residual rows L_e c_e (None: no penalty on that element)
+        self.penalties = [None] * len(elements) if penalties is None else list(penalties)
         self.sizes = [P.shape[1] for P in Phis]
         self.offsets = np.concatenate([[0], np.cumsum(self.sizes)])
         self.n, self.ns = E.shape
-        self.norms = [np.linalg.norm(P, axis=0) for P in Phis]
         self._cache_x = None
 
     def unpack(self, x):
@@ -456,6 +467,24 @@ class _AdiabaticProblem:
         self._cache_x, self._cache = x.copy(), st
         return st
 
+    def _phase_free(self, h):
+        """Rows ``[(|h|^2 - |r|^2) / (2|r|), h - (h.r^) r^]`` per structure and pair: zero iff ``h = +-r``.
+
+        Smooth in ``h`` (unlike ``min_s |h - s r|``); ``r = 0`` gives the rows ``[0, h]``.
+        """
+        safe = np.where(self.h_small, 1.0, self.h_norm)
+        e1 = np.where(self.h_small, 0.0, (np.einsum("npx,npx->np", h, h) - self.h_norm**2) / (2 * safe))
+        e2 = h - np.einsum("npx,npx->np", h, self.h_hat)[..., None] * self.h_hat
+        return np.concatenate([e1[..., None], e2], axis=-1)
+
+    def _phase_free_jacobian(self, h, Jh):
+        """Jacobian of :meth:`_phase_free` from ``dh/dc`` (n, pairs, 3N, ncoef)."""
+        safe = np.where(self.h_small, 1.0, self.h_norm)
+        j1 = np.einsum("npx,npxc->npc", h, Jh) / safe[..., None]
+        j1[self.h_small] = 0.0
+        j2 = Jh - self.h_hat[..., None] * np.einsum("npx,npxc->npc", self.h_hat, Jh)[:, :, None, :]
+        return np.concatenate([j1[:, :, None, :], j2], axis=2)
+
     def residuals(self, x):
         st = self._state(x)
         parts = [((st["lam"] - self.E) * self.wE).ravel()]
@@ -468,19 +497,16 @@ class _AdiabaticProblem:
         if self.H is not None:
             ku, lu = np.triu_indices(self.ns, 1)
             h = st["Gm"][:, ku, lu]
-            ref = self.H[:, ku, lu]
-            s = np.sign(np.einsum("npx,npx->np", h, ref))
-            s[s == 0] = 1.0
-            parts.append((self.c_weight * (h - s[..., None] * ref)).ravel())
-        if any(self.ridges):
-            parts.append(np.concatenate([np.sqrt(lam) * nm * c
-                                         for lam, nm, c in zip(self.ridges, self.norms, self.unpack(x))]))
+            parts.append((self.c_weight * self._phase_free(h)).ravel())
+        for L, c in zip(self.penalties, self.unpack(x)):
+            if L is not None:
+                parts.append(L @ c)
         return np.concatenate(parts)
 
     def jacobian(self, x):
         st = self._state(x)
         n, ns = self.n, self.ns
-        vec, lam = st["vec"], st["lam"]
+        vec = st["vec"]
         ncoef = int(self.offsets[-1])
         blocks = []
         # energies: d lambda_k / dc = pattern(v_k, v_k) phi
@@ -517,9 +543,15 @@ class _AdiabaticProblem:
                     for q, (k, l) in enumerate(group_pairs):
                         JG[:, q, :, a:b] = (A[:, k, l][:, None, None] * dP.transpose(0, 2, 1)
                                             + T[:, k, l][:, :, None] * P[:, None, :])
+                if group_pairs is hpairs:
+                    ku, lu = np.triu_indices(ns, 1)
+                    JG = self._phase_free_jacobian(Gm[:, ku, lu], JG)
                 blocks.append(weight * JG.reshape(-1, ncoef))
-        if any(self.ridges):
-            blocks.append(np.diag(np.concatenate([np.sqrt(lam) * nm for lam, nm in zip(self.ridges, self.norms)])))
+        for L, a, b in zip(self.penalties, self.offsets[:-1], self.offsets[1:]):
+            if L is not None:
+                block = np.zeros((L.shape[0], ncoef))
+                block[:, a:b] = L
+                blocks.append(block)
         return np.vstack(blocks)
 
 
@@ -564,6 +596,10 @@ class DiabaticModel(ModelBase):
         Weight of diabatic-matrix rows in ``target="both"``.
     gradient_weight, coupling_weight : float
         Weights [Å] of adiabatic gradient and ``h_kl`` rows relative to energies.
+    coupling_ridge : float
+        Ridge (unit-norm columns) on the off-diagonal elements in
+        ``target="adiabatic"`` fits without derivative couplings, where the
+        energies leave them nearly free.
     n_starts : int
         Starting points of the nonlinear fit: the linear fit itself, then
         random couplings.  With several, each is fitted on all but a held-out
@@ -611,6 +647,7 @@ class DiabaticModel(ModelBase):
         "u_weight": (float, int),
         "gradient_weight": (float, int),
         "coupling_weight": (float, int),
+        "coupling_ridge": (float, int),
         "n_starts": (int,),
         "coupling_init": (float, int),
         "max_nfev": (int,),
@@ -622,7 +659,8 @@ class DiabaticModel(ModelBase):
     def __init__(self, *, n_states=None, irreps=None, target="u", degree=None, coupling_degree=None, morse_a=None,
                  morse_grid=DEFAULT_MORSE_GRID, pseudoscalar_damping="tanh", pseudoscalar_scale=1.0,
                  pseudoscalar_powers=2, ridge=None, energy_weight_e0=None, u_weight=1.0, gradient_weight=0.1,
-                 coupling_weight=0.1, n_starts=3, coupling_init=0.3, max_nfev=40, validation_fraction=0.1,
+                 coupling_weight=0.1, coupling_ridge=1e-4, n_starts=3, coupling_init=0.3, max_nfev=30,
+                 validation_fraction=0.1,
                  cv_folds=4, blocks=None,
                  use_forces=None, random_state=0):
         self.n_states = n_states
@@ -640,6 +678,7 @@ class DiabaticModel(ModelBase):
         self.u_weight = u_weight
         self.gradient_weight = gradient_weight
         self.coupling_weight = coupling_weight
+        self.coupling_ridge = coupling_ridge
         self.n_starts = n_starts
         self.coupling_init = coupling_init
         self.max_nfev = max_nfev
@@ -687,7 +726,7 @@ class DiabaticModel(ModelBase):
             raise ValueError(f"ridge must be >= 0, got {self.ridge}")
         if self.energy_weight_e0 is not None and self.energy_weight_e0 <= 0:
             raise ValueError(f"energy_weight_e0 must be > 0 eV, got {self.energy_weight_e0}")
-        for name in ("u_weight", "gradient_weight", "coupling_weight", "coupling_init"):
+        for name in ("u_weight", "gradient_weight", "coupling_weight", "coupling_ridge", "coupling_init"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.n_starts < 1 or self.max_nfev < 1:
@@ -729,7 +768,8 @@ class DiabaticModel(ModelBase):
         if gradients is not None:
             gradients = np.asarray(gradients, dtype=np.float64)
             if gradients.shape != (n, ns, N, 3):
-                raise ValueError(f"gradients must have shape (n, n_states, N, 3) = {(n, ns, N, 3)}, got {gradients.shape}")
+                raise ValueError(f"gradients must have shape (n, n_states, N, 3) = {(n, ns, N, 3)}, "
+                                 f"got {gradients.shape}")
             if not np.isfinite(gradients).all():
                 raise ValueError("gradients contain NaN or inf")
         if couplings is not None:
@@ -775,7 +815,8 @@ class DiabaticModel(ModelBase):
         E = np.asarray(data.E, dtype=np.float64) if data.E is not None else np.linalg.eigvalsh(Uref)
         group = self.molecule_group(data)
         irreps = parse_irreps(self.irreps, ns, group)
-        pseudoscalars = find_pseudoscalars(group, damping=self.pseudoscalar_damping, scale=float(self.pseudoscalar_scale))
+        pseudoscalars = find_pseudoscalars(group, damping=self.pseudoscalar_damping,
+                                           scale=float(self.pseudoscalar_scale))
         w = state_weights(E, self.energy_weight_e0)
         degrees = self._candidate_degrees(n)
         a_grid = [float(self.morse_a)] if self.morse_a is not None else [float(a) for a in self.morse_grid]
@@ -860,6 +901,8 @@ class DiabaticModel(ModelBase):
             "pseudoscalar_powers": self.pseudoscalar_powers, "energy_weight_e0": self.energy_weight_e0,
             "n_features": {e.label: e.n_features for e in elements},
         }
+        if self.target == "adiabatic" and couplings is None:
+            self.hyperparameters_["coupling_ridge"] = float(self.coupling_ridge)
         self._finish_fit(data._replace(E=E) if data.E is None else data, t0)
         return self
 
@@ -880,15 +923,42 @@ class DiabaticModel(ModelBase):
 
     def _fit_nonlinear(self, elements, Phis, coefs, ridges, R, E, w, Uref, gradients, couplings, transform,
                        pseudoscalars, rng, progress):
-        """Multi-start nonlinear least squares; starts compared on held-out structures."""
+        """Multi-start nonlinear least squares; starts compared on held-out structures.
+
+        Each element's columns are whitened first, ``Phi = Q T`` (QR), and the
+        fit runs in ``c' = T c`` (a well-conditioned Jacobian converges in far
+        fewer iterations); the ridge ``lambda |D c|^2`` becomes ``|sqrt(lambda) D T^-1 c'|^2``.
+        """
+        import scipy.linalg
         from scipy.optimize import least_squares
 
         n, ns = E.shape
-        dPhis = None
+        Ts, Qs = [], []
+        for P in Phis:
+            Q, T = scipy.linalg.qr(P, mode="economic", check_finite=False)
+            Qs.append(Q)
+            Ts.append(T)
+
+        def white(M, T):  # M T^-1 along the feature axis (axis 1)
+            flat = np.moveaxis(M, 1, -1)
+            out = scipy.linalg.solve_triangular(T, flat.reshape(-1, T.shape[0]).T, trans="T", check_finite=False)
+            return np.moveaxis(out.T.reshape(flat.shape), -1, 1)
+
+        penalties = []
+        if self.target == "adiabatic" and couplings is None:  # energies barely constrain couplings: keep them small
+            ridges = [lam if e.i == e.j else float(self.coupling_ridge) for e, lam in zip(elements, ridges)]
+        for P, T, lam in zip(Phis, Ts, ridges):
+            if lam > 0:
+                D = np.linalg.norm(P, axis=0)
+                penalties.append(np.sqrt(lam) * D[:, None] * scipy.linalg.solve_triangular(
+                    T, np.eye(T.shape[0]), check_finite=False))
+            else:
+                penalties.append(None)
+        dQs = None
         if gradients is not None or couplings is not None:
             ps_vals, ps_grads = _pseudoscalar_values(pseudoscalars, R, True)
-            dPhis = [design(e, R, transform, ps_vals, ps_grads, gradient=True)[1].reshape(n, e.n_features, -1)
-                     for e in elements]
+            dQs = [white(design(e, R, transform, ps_vals, ps_grads, gradient=True)[1].reshape(n, e.n_features, -1), T)
+                   for e, T in zip(elements, Ts)]
         H = None
         if couplings is not None:
             gap = E[:, None, :] - E[:, :, None]  # E_l - E_k
@@ -897,28 +967,31 @@ class DiabaticModel(ModelBase):
 
         def problem(rows):
             return _AdiabaticProblem(
-                elements, [P[rows] for P in Phis], None if dPhis is None else [J[rows] for J in dPhis],
+                elements, [Q[rows] for Q in Qs], None if dQs is None else [J[rows] for J in dQs],
                 E=E[rows], wE=w[rows], U=Uref[rows] if self.target == "both" else None,
                 u_weight=float(self.u_weight), G=None if G is None else G[rows], g_weight=float(self.gradient_weight),
-                H=None if H is None else H[rows], c_weight=float(self.coupling_weight), ridges=ridges)
+                H=None if H is None else H[rows], c_weight=float(self.coupling_weight), penalties=penalties)
 
         def solve(prob, x0, max_nfev):
-            return least_squares(prob.residuals, x0, jac=prob.jacobian, method="lm", x_scale="jac",
+            return least_squares(prob.residuals, x0, jac=prob.jacobian, method="trf", x_scale="jac",
                                  max_nfev=max_nfev)
 
+        def to_white(cs):
+            return np.concatenate([T @ c for T, c in zip(Ts, cs)])
+
         full = problem(np.arange(n))
-        x_lin = np.concatenate(coefs)
+        x_lin = to_white(coefs)
         starts, scales = [], []
         for k in range(self.n_starts):
-            # start 0: the linear fit as it is (no coupling for target="adiabatic"); others: random couplings
-            scale = 0.0 if k == 0 else float(self.coupling_init)
+            # start 0: the linear fit as it is (no coupling for target="adiabatic"); others: random couplings.
+            # Zero coupling is a stationary point of the phase-free coupling rows, so with them all starts are random.
+            scale = 0.0 if k == 0 and H is None else float(self.coupling_init)
             x0 = x_lin.copy()
-            for e, P, a_, b_ in zip(elements, Phis, full.offsets[:-1], full.offsets[1:]):
+            for e, Q, a_, b_ in zip(elements, Qs, full.offsets[:-1], full.offsets[1:]):
                 if e.i == e.j or scale == 0.0:
                     continue
-                c = rng.normal(size=P.shape[1]) / np.maximum(np.linalg.norm(P, axis=0), 1e-300)
-                rms = np.sqrt(np.mean((P @ c) ** 2))
-                x0[a_:b_] += c * (scale / rms if rms > 0 else 0.0)
+                c = rng.normal(size=Q.shape[1])  # Q has orthonormal columns: RMS of Q c = |c| / sqrt(n)
+                x0[a_:b_] += c * scale * np.sqrt(n) / np.linalg.norm(c)
             starts.append(x0)
             scales.append(scale)
         info = self.fit_info_
@@ -931,8 +1004,8 @@ class DiabaticModel(ModelBase):
             for k, x0 in enumerate(starts):
                 res = solve(sub, x0, self.max_nfev)
                 Uv = np.zeros((len(val), ns, ns))
-                for e, P, c in zip(elements, Phis, sub.unpack(res.x)):
-                    Uv[:, e.i, e.j] = Uv[:, e.j, e.i] = P[val] @ c
+                for e, Q, c in zip(elements, Qs, sub.unpack(res.x)):
+                    Uv[:, e.i, e.j] = Uv[:, e.j, e.i] = Q[val] @ c
                 v_rmse = 1000 * float(np.sqrt(np.mean((np.linalg.eigvalsh(Uv) - E[val]) ** 2)))
                 info["starts"].append({"start": k, "coupling_init_eV": scales[k], "cost": float(res.cost),
                                        "nfev": int(res.nfev), "status": int(res.status),
@@ -950,7 +1023,7 @@ class DiabaticModel(ModelBase):
         info["final"] = {"cost": float(res.cost), "nfev": int(res.nfev), "status": int(res.status)}
         if progress is not None:
             progress(len(starts) + 1, len(starts) + 1, f"final fit: cost {res.cost:.4g}")
-        return full.unpack(res.x)
+        return [scipy.linalg.solve_triangular(T, c, check_finite=False) for T, c in zip(Ts, full.unpack(res.x))]
 
     # ------------------------------------------------------------- predict
     @property
@@ -1001,7 +1074,7 @@ class DiabaticModel(ModelBase):
         return st["energies"], st["gradients"]
 
     def evaluate(self, data: Dataset) -> dict:
-        """Errors over all states' adiabatic energies (:func:`~pesfit.metrics.error_report`), per state and per ``U`` element.
+        """Errors of all states' adiabatic energies (:func:`~pesfit.metrics.error_report`), per state and per ``U_ij``.
 
         Extra keys: ``states`` (per-state RMSE/MAE/max in meV), and with ``U``
         in the data ``u_rmse_meV`` (per element), ``u_abs_rmse_meV`` (RMSE of
