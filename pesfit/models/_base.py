@@ -101,7 +101,8 @@ class ModelBase:
         E = np.asarray(data.E, dtype=np.float64)
         self.e_min_ = float(E.min())
         self.r_min_ = pair_distances(np.asarray(data.R)).min(axis=0)
-        self.reference_geometry_ = np.array(data.R[int(np.argmin(E))], dtype=np.float64)
+        ground = E if E.ndim == 1 else E[:, 0]  # several states: the ground state decides
+        self.reference_geometry_ = np.array(data.R[int(np.argmin(ground))], dtype=np.float64)
         self.n_train_ = int(data.n_structures)
         self.fit_seconds_ = time.perf_counter() - t0
         self.train_report_ = self.evaluate(data)
