@@ -6,12 +6,14 @@ of ``pesfit fit --model``); importing its module registers it.
 from ._base import ModelBase, load_model, registered_models
 from .diabatic import DiabaticModel
 from .fragments import FragmentedPIPModel
+from .kernels import GPRModel, KREGModel, PKREGModel, SGDMLModel
 from .linear import LinearPIPModel
 from .manybody import ManyBodyModel
 from .nn import FINNModel, PIPNNModel
 
-__all__ = ["DiabaticModel", "FINNModel", "FragmentedPIPModel", "LinearPIPModel", "ManyBodyModel", "ModelBase",
-           "PIPNNModel", "load_model", "make_model", "registered_models"]
+__all__ = ["DiabaticModel", "FINNModel", "FragmentedPIPModel", "GPRModel", "KREGModel", "LinearPIPModel",
+           "ManyBodyModel", "ModelBase", "PIPNNModel", "PKREGModel", "SGDMLModel", "load_model", "make_model",
+           "registered_models"]
 
 
 def make_model(name: str, **params) -> ModelBase:

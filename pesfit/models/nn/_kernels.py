@@ -22,7 +22,7 @@ from numba import njit
 
 from invariants.evaluate import _backward, _distances, _forward, _tables, _transform
 
-__all__ = ["nn_energy_and_gradient"]
+__all__ = ["kernel_arguments", "nn_energy_and_gradient"]
 
 
 @njit(cache=True, nogil=True)
@@ -39,8 +39,11 @@ def _act(s, code):
 
 
 @njit(cache=True, nogil=True)
-def _network(z, theta, sizes, code, acts, d1s, dz, with_grad):
-    """Scaled energy of one network at inputs ``z``; ``dz`` receives ``dy/dz`` when ``with_grad``."""
+def _network(z, theta, sizes, code, acts, d1s, delta, out, dz, with_grad):
+    """Scaled energy of one network at inputs ``z``; ``dz`` receives ``dy/dz`` when ``with_grad``.
+
+    ``acts``, ``d1s`` (total hidden units), ``delta`` and ``out`` (widest layer) are work arrays.
+    """
     nl = sizes.shape[0] - 1          # number of weight layers (hidden + output)
     k = 0                             # offset into theta
     h = 0                             # offset into acts/d1s (hidden units)
@@ -70,14 +73,14 @@ def _network(z, theta, sizes, code, acts, d1s, dz, with_grad):
     if not with_grad:
         return y
     # backward: delta_L = sigma'(s_L) w_o, delta_(l-1) = sigma'(s_(l-1)) W_l^T delta_l
-    delta = np.empty(n_in)
     for j in range(n_in):
         delta[j] = d1s[prev + j] * theta[k + j]
     for l in range(nl - 2, -1, -1):
         n_in, n_out = sizes[l], sizes[l + 1]
         k -= n_out * (n_in + 1)
         prev -= n_in if l > 0 else 0
-        out = np.zeros(n_in)
+        for j in range(n_in):
+            out[j] = 0.0
         for i in range(n_out):
             di = delta[i]
             row = k + i * n_in
@@ -85,8 +88,7 @@ def _network(z, theta, sizes, code, acts, d1s, dz, with_grad):
                 out[j] += theta[row + j] * di
         if l > 0:
             for j in range(n_in):
-                out[j] *= d1s[prev + j]
-            delta = out
+                delta[j] = out[j] * d1s[prev + j]
         else:
             for j in range(n_in):
                 dz[j] = out[j]
@@ -118,6 +120,11 @@ def _nn_cartesian(R, with_grad, per_member, pi, pj, kind, param, nm, a, b, scale
     pbar = np.empty(d0)
     acts = np.empty(n_hidden)
     d1s = np.empty(n_hidden)
+    width = 0
+    for l in range(sizes.shape[0]):
+        width = max(width, sizes[l])
+    delta = np.empty(width)
+    out = np.empty(width)
     for s in range(n):
         _distances(R[s], pi, pj, r, u)
         _transform(r, kind, param, x, dx)
@@ -126,7 +133,7 @@ def _nn_cartesian(R, with_grad, per_member, pi, pj, kind, param, nm, a, b, scale
             z[j] = (v[outputs[feature[j]]] - x_mean[j]) / x_scale[j]
         pbar[:] = 0.0
         for m in range(nk):
-            y = _network(z, thetas[m], sizes, code, acts, d1s, dz, with_grad)
+            y = _network(z, thetas[m], sizes, code, acts, d1s, delta, out, dz, with_grad)
             energies[s, m] = e_shift + e_scale * y
             if not with_grad:
                 continue
@@ -156,19 +163,22 @@ def _nn_cartesian(R, with_grad, per_member, pi, pj, kind, param, nm, a, b, scale
     return energies, grad
 
 
-def nn_energy_and_gradient(program, transform, R, feature, x_mean, x_scale, sizes, activation_code, thetas,
-                           e_shift, e_scale, *, gradient=True, per_member=False):
-    """Member energies (n, n_members) [eV] and ``dE/dR`` [eV/Å].
+def kernel_arguments(program, transform, n_atoms, feature, x_mean, x_scale, sizes, activation_code, thetas,
+                     e_shift, e_scale) -> tuple:
+    """The fixed arguments of the compiled kernel (prepared once per model)."""
+    pi, pj = np.triu_indices(n_atoms, k=1)
+    return (pi.astype(np.int64), pj.astype(np.int64), transform.code, transform.parameters(program.n_variables),
+            *_tables(program), np.ascontiguousarray(feature, dtype=np.int64),
+            np.ascontiguousarray(x_mean, dtype=np.float64), np.ascontiguousarray(x_scale, dtype=np.float64),
+            np.ascontiguousarray(sizes, dtype=np.int64), int(activation_code),
+            np.ascontiguousarray(np.atleast_2d(thetas), dtype=np.float64), float(e_shift), float(e_scale))
 
-    The gradient has shape (n, 1, N, 3) (of the member mean) or, with
-    ``per_member``, (n, n_members, N, 3).
+
+def nn_energy_and_gradient(R, args, *, gradient=True, per_member=False):
+    """Member energies (n, n_members) [eV] and ``dE/dR`` [eV/Å] for coordinates ``R`` (n, N, 3) [Å].
+
+    ``args`` comes from :func:`kernel_arguments`.  The gradient has shape
+    (n, 1, N, 3) (of the member mean) or, with ``per_member``, (n, n_members, N, 3).
     """
     R = np.ascontiguousarray(R, dtype=np.float64)
-    na = R.shape[1]
-    pi, pj = np.triu_indices(na, k=1)
-    return _nn_cartesian(R, bool(gradient), bool(per_member), pi.astype(np.int64), pj.astype(np.int64),
-                         transform.code, transform.parameters(program.n_variables), *_tables(program),
-                         np.ascontiguousarray(feature, dtype=np.int64), np.ascontiguousarray(x_mean, dtype=np.float64),
-                         np.ascontiguousarray(x_scale, dtype=np.float64), np.ascontiguousarray(sizes, dtype=np.int64),
-                         int(activation_code), np.ascontiguousarray(thetas, dtype=np.float64), float(e_shift),
-                         float(e_scale))
+    return _nn_cartesian(R, bool(gradient), bool(per_member), *args)

@@ -105,7 +105,7 @@ class _NNModel(ModelBase):
     # ------------------------------------------------------------------- CLI
     @classmethod
     def add_cli_arguments(cls, parser, add_once) -> None:
-        add_once(parser, "--hidden", default=None, help="PIP-NN/FI-NN hidden layer sizes, e.g. 20,20")
+        add_once(parser, "--hidden", default=None, help="PIP-NN/FI-NN hidden layer sizes (default 25,25)")
         add_once(parser, "--activation", default=None, choices=sorted(ACTIVATIONS),
                  help="PIP-NN/FI-NN activation (default tanh)")
         add_once(parser, "--optimizer", default=None, choices=list(OPTIMIZERS),
@@ -178,7 +178,10 @@ class _NNModel(ModelBase):
         return fundamental_basis(group, degree)
 
     def _choose_basis(self, group) -> Basis:
-        """The given degree, or the largest of 2..6 whose non-constant inputs fit ``max_inputs``."""
+        """The given degree, or the largest degree up to 3 (PIP) or 6 (FI) with at most ``max_inputs`` inputs.
+
+        Degree 1 is kept even when it exceeds ``max_inputs``.
+        """
         if self.degree is not None:
             basis = self._make_basis(group, int(self.degree))
             if int((basis.degrees > 0).sum()) == 0:
@@ -267,6 +270,7 @@ class _NNModel(ModelBase):
         else:
             members = _train.train_ensemble(problem, opts, int(self.ensemble), n_jobs=self.n_jobs, progress=progress)
 
+        self.__dict__.pop("_kernel_args", None)
         self.basis_ = basis
         self.molecule_ = Molecule(tuple(data.symbols), group, transform)
         self.feature_index_ = feature
@@ -292,10 +296,16 @@ class _NNModel(ModelBase):
 
     # ----------------------------------------------------------- predict
     def _members(self, R, gradient, per_member=False):
-        return _kernels.nn_energy_and_gradient(self.basis_.program, self.molecule_.transform, R, self.feature_index_,
-                                               self.x_mean_, self.x_scale_, self.layer_sizes_,
-                                               ACTIVATIONS[self.activation], self.parameters_, self.e_shift_,
-                                               self.e_scale_, gradient=gradient, per_member=per_member)
+        """Member energies (n, K) and gradients (n, 1 or K, N, 3) from the compiled kernel."""
+        args = self.__dict__.get("_kernel_args")
+        if args is None or args[1] is not self.parameters_:
+            prepared = _kernels.kernel_arguments(
+                self.basis_.program, self.molecule_.transform, len(self.molecule_.symbols), self.feature_index_,
+                self.x_mean_, self.x_scale_, self.layer_sizes_, ACTIVATIONS[self.activation], self.parameters_,
+                self.e_shift_, self.e_scale_)
+            args = (prepared, self.parameters_)
+            self._kernel_args = args
+        return _kernels.nn_energy_and_gradient(R, args[0], gradient=gradient, per_member=per_member)
 
     def _energy_and_gradient(self, R, gradient: bool):
         energies, grad = self._members(R, gradient)
@@ -354,6 +364,7 @@ class _NNModel(ModelBase):
         if version != NN_STATE_VERSION:
             raise ValueError(f"network state version {version!r} is not supported (this pesfit reads "
                              f"{NN_STATE_VERSION})")
+        self.__dict__.pop("_kernel_args", None)
         self.basis_ = Basis.from_dict(state["basis"])
         self.feature_index_ = np.asarray(state["feature_index"], dtype=np.int64)
         self.x_mean_ = np.asarray(state["input_mean"], dtype=np.float64)
