@@ -21,6 +21,24 @@ The operations and their order are those of the scalar Numba kernels
 tables once per block of 8 geometries (``v[node][lane]``), doing each node's
 arithmetic as a short loop over the lanes that the compiler vectorizes; each
 lane performs exactly the scalar operations, so blocks and single calls agree.
+
+Models whose energy is not linear in the basis (networks, kernel expansions)
+pass a *head* instead of weights: an object with
+
+* ``n_inputs`` (must equal the program's number of outputs),
+* ``description`` (one line for the source comment),
+* ``tables()``: ``(name, "int" | "double", values, comment)`` tuples, printed
+  as ``static const`` arrays (C) or ``parameter`` arrays (Fortran), 0-based,
+* ``c_function()``: C text defining
+  ``static double head(const double *restrict p, double *restrict pbar)``
+  returning the energy (model unit) of the outputs ``p[NOUT]`` and, if
+  ``pbar != NULL``, writing ``dE/dp``;
+* ``fortran_function()``: Fortran text of the module procedure
+  ``subroutine head(p, e, pbar, want_grad)`` with ``p(0:nout-1)``,
+  ``pbar(0:nout-1)`` and the same meaning.
+
+With a head every geometry takes the single-geometry path (the head's cost
+dominates) and the reverse sweep starts from ``pbar`` instead of the weights.
 Operand pairs of the monomial segment are packed two per 32-bit word (one
 load per node in the tightest loop).  Because the tables are data, compile
 time does not grow with the size of the basis the way fully unrolled
@@ -79,7 +97,7 @@ _PREFIX_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,31}$")
 
 # ---------------------------------------------------------------- tables
 def _tables(program: Program, transform: DistanceTransform, weights, prefix, length_scale, energy_scale,
-            r_min, e_floor) -> dict:
+            r_min, e_floor, head=None) -> dict:
     """Check the inputs and cut the program into the arrays both printers use."""
     if not isinstance(program, Program):
         raise TypeError(f"program must be an invariants Program, got {type(program).__name__}")
@@ -95,11 +113,24 @@ def _tables(program: Program, transform: DistanceTransform, weights, prefix, len
     natoms = int(round((1 + math.sqrt(1 + 8 * nv)) / 2))
     if natoms * (natoms - 1) // 2 != nv:
         raise ValueError(f"the program has {nv} variables, which is not N(N-1)/2 distances for any N")
-    w = np.asarray(weights, dtype=np.float64)
-    if w.shape != (program.n_outputs,):
-        raise ValueError(f"weights must have shape ({program.n_outputs},) (one per basis function), got {w.shape}")
-    if not np.all(np.isfinite(w)):
-        raise ValueError("weights must be finite")
+    if head is None:
+        w = np.asarray(weights, dtype=np.float64)
+        if w.shape != (program.n_outputs,):
+            raise ValueError(f"weights must have shape ({program.n_outputs},) (one per basis function), "
+                             f"got {w.shape}")
+        if not np.all(np.isfinite(w)):
+            raise ValueError("weights must be finite")
+    else:
+        if weights is not None:
+            raise ValueError("give weights or a head, not both")
+        if int(head.n_inputs) != program.n_outputs:
+            raise ValueError(f"the head reads {head.n_inputs} inputs but the program has {program.n_outputs} outputs")
+        w = None
+        for name, typ, values, _ in head.tables():
+            if typ not in ("int", "double"):
+                raise ValueError(f"head table {name!r} has type {typ!r}; use 'int' or 'double'")
+            if typ == "double" and not np.all(np.isfinite(np.asarray(values, dtype=np.float64))):
+                raise ValueError(f"head table {name!r} has non-finite values")
     if r_min is not None:
         r_min = np.asarray(r_min, dtype=np.float64)
         if r_min.ndim == 0:
@@ -132,11 +163,12 @@ def _tables(program: Program, transform: DistanceTransform, weights, prefix, len
         "rb": np.where(program.a[nm:] >= 0, program.b[nm:], 0),  # 0, never -1: unused when a < 0
         "rscale": program.scale[nm:],
         "rconst": program.const[nm:],
-        "rptr": program.ptr[nm:] - p0,
+        "rptr": program.ptr[nm:] - p0 if program.n_nodes > nm else np.zeros(2, dtype=np.int64),  # 2: see F printer
         "idx": program.idx[p0:],
         "coef": program.coef[p0:],
         "out": program.outputs,
         "w": w,
+        "head": head,
         "kind": transform.kind,
         "param": transform.parameters(nv),
         "length_scale": float(length_scale),
@@ -306,171 +338,7 @@ int @P@_info(char *buf, int len);
 #endif /* @UP@_H_INCLUDED */
 """
 
-_C_BODY = r"""#include <math.h>
-#include <stdint.h>
-#include <stdlib.h>
-#include <string.h>
-
-#include "@P@.h"
-
-#define NATOMS @NATOMS@
-#define NVAR @NV@      /* distance variables, pairs i<j in order */
-#define NMONO @NMONO@     /* monomial nodes NVAR .. NVAR+NMONO-1: v = v[a]*v[b] */
-#define NNODES @NNODES@
-#define NREST @NREST@     /* general nodes NVAR+NMONO .. NNODES-1 */
-#define NOUT @NOUT@      /* basis functions */
-#define LANES 8       /* geometries per block in the batch kernel (SIMD over geometries) */
-#define NWORK_ONE (2 * NNODES + 4 * NVAR)
-#define NWORK_BLOCK (2 * NNODES * LANES + 4 * NVAR * LANES)
-
-typedef @PAIRT@ pair_t;  /* packed operand pair a | b << PAIR_SHIFT */
-#define PAIR_SHIFT @PAIRBITS@
-#define PAIR_MASK @PAIRMASK@
-
-static const double LENGTH_SCALE = @LSCALE@;  /* caller length -> model length */
-static const double ENERGY_SCALE = @ESCALE@;  /* model energy -> caller energy */
-static const double GRAD_SCALE = @GSCALE@;    /* ENERGY_SCALE * LENGTH_SCALE */
-static const double R_COINCIDENT = @RCOINC@;  /* 1e-8 caller length units, in model units */
-@TRANSFORM_CONST@@EFLOOR_CONST@
-static const char INFO[] =
-@INFO@;
-
-@TABLES@
-static int finish(double *energy, double *grad, int status)
-{
-    int i;
-    *energy = 0.0;
-    if (grad != NULL)
-        for (i = 0; i < 3 * NATOMS; ++i)
-            grad[i] = 0.0;
-    return status;
-}
-
-/* Variables of one geometry: x[k*xs] = f(r_k), dx[k] = dx/dr and, if u != NULL, the unit
-   vectors u[3k..3k+2] of R_i - R_j.  Returns 0, 1 (a distance below r_min), 2 (non-finite
-   coordinates) or 3 (coincident atoms). */
-static int prepare(const double *restrict xyz, double *restrict x, int xs, double *restrict dx,
-                   double *restrict u)
-{
-    double R[3 * NATOMS];
-    int i, k, status = 0;
-
-    for (i = 0; i < 3 * NATOMS; ++i)
-        if (!isfinite(xyz[i]))
-            return 2;
-    for (i = 0; i < 3 * NATOMS; ++i)
-        R[i] = xyz[i] * LENGTH_SCALE;
-    for (k = 0; k < NVAR; ++k) {
-        const double *ri = R + 3 * PAIR_I[k];
-        const double *rj = R + 3 * PAIR_J[k];
-        const double d0 = ri[0] - rj[0], d1 = ri[1] - rj[1], d2 = ri[2] - rj[2];
-        const double r = sqrt(d0 * d0 + d1 * d1 + d2 * d2);
-        if (r < R_COINCIDENT)
-            return 3;
-@RMIN_CHECK@        if (u != NULL) {
-            u[3 * k] = d0 / r;
-            u[3 * k + 1] = d1 / r;
-            u[3 * k + 2] = d2 / r;
-        }
-@TRANSFORM@    }
-    return status;
-}
-
-/* Chain rule for one geometry from the variable adjoints adj[k*as] = dE/dx_k:
-   dE/dR_i = sum_k dE/dx_k dx_k/dr_k (R_i - R_j)/r_k, the opposite for atom j.
-   Returns 0, or 2 if the gradient is not finite. */
-static int chain(const double *restrict adj, int as, const double *restrict dx, const double *restrict u,
-                 double *restrict grad)
-{
-    int i, k;
-    for (i = 0; i < 3 * NATOMS; ++i)
-        grad[i] = 0.0;
-    for (k = 0; k < NVAR; ++k) {
-        const double g = adj[k * as] * dx[k];
-        const int pi = 3 * PAIR_I[k], pj = 3 * PAIR_J[k];
-        for (i = 0; i < 3; ++i) {
-            grad[pi + i] += g * u[3 * k + i];
-            grad[pj + i] -= g * u[3 * k + i];
-        }
-    }
-    for (i = 0; i < 3 * NATOMS; ++i) {
-        grad[i] *= GRAD_SCALE;
-        if (!isfinite(grad[i]))
-            return 2;
-    }
-    return 0;
-}
-
-/* One geometry; grad == NULL skips the gradient.  work holds NWORK_ONE doubles. */
-static int eval_one(const double *restrict xyz, double *restrict energy, double *restrict grad,
-                    double *restrict work)
-{
-    double *restrict v = work;
-    double *restrict adj = work + NNODES;
-    double *restrict u = work + 2 * NNODES;
-    double *restrict dx = u + 3 * NVAR;
-    int status, i, j, l;
-    double e;
-
-    status = prepare(xyz, v, 1, dx, grad != NULL ? u : NULL);
-    if (status >= 2)
-        return finish(energy, grad, status);
-
-    /* monomials */
-    for (j = 0; j < NMONO; ++j)
-        v[NVAR + j] = v[MONO_AB[j] & PAIR_MASK] * v[MONO_AB[j] >> PAIR_SHIFT];
-
-    /* polynomials */
-    for (j = 0; j < NREST; ++j) {
-        const int32_t a = NODE_A[j];
-        double s = NODE_CONST[j];
-        if (a >= 0)
-            s += NODE_SCALE[j] * v[a] * v[NODE_B[j]];
-        for (l = NODE_PTR[j]; l < NODE_PTR[j + 1]; ++l)
-            s += TERM_COEF[l] * v[TERM_IDX[l]];
-        v[NVAR + NMONO + j] = s;
-    }
-
-    e = 0.0;
-    for (j = 0; j < NOUT; ++j)
-        e += WEIGHT[j] * v[OUTPUT[j]];
-    if (!isfinite(e))
-        return finish(energy, grad, 2);
-@EFLOOR_CHECK@    *energy = e * ENERGY_SCALE;
-    if (grad == NULL)
-        return status;
-
-    /* reverse sweep: adj = dE/dv */
-    for (i = 0; i < NNODES; ++i)
-        adj[i] = 0.0;
-    for (j = 0; j < NOUT; ++j)
-        adj[OUTPUT[j]] += WEIGHT[j];
-    for (j = NREST - 1; j >= 0; --j) {
-        const double g = adj[NVAR + NMONO + j];
-        const int32_t a = NODE_A[j];
-        if (g == 0.0)
-            continue;
-        if (a >= 0) {
-            const int32_t b = NODE_B[j];
-            const double gs = g * NODE_SCALE[j];
-            adj[a] += gs * v[b];
-            adj[b] += gs * v[a];
-        }
-        for (l = NODE_PTR[j]; l < NODE_PTR[j + 1]; ++l)
-            adj[TERM_IDX[l]] += TERM_COEF[l] * g;
-    }
-    for (j = NMONO - 1; j >= 0; --j) {
-        const double g = adj[NVAR + j];
-        const pair_t a = MONO_AB[j] & PAIR_MASK, b = MONO_AB[j] >> PAIR_SHIFT;
-        adj[a] += g * v[b];
-        adj[b] += g * v[a];
-    }
-    if (chain(adj, 1, dx, u, grad) != 0)
-        return finish(energy, grad, 2);
-    return status;
-}
-
-/* Reverse sweep over a block (adj = dE/dv, lane by lane as in eval_one).  A function of its
+_C_BLOCK = r"""/* Reverse sweep over a block (adj = dE/dv, lane by lane as in eval_one).  A function of its
    own so that the restrict-qualified v and adj let the lane loops vectorize. */
 static void backward_block(const double *restrict v, double *restrict adj)
 {
@@ -610,22 +478,180 @@ static void eval_block(const double *restrict xyz, double *restrict energy, doub
     }
 }
 
-static void run(int n, const double *xyz, double *energy, double *grad, int *status)
+"""
+
+_C_BODY = r"""#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "@P@.h"
+
+#define NATOMS @NATOMS@
+#define NVAR @NV@      /* distance variables, pairs i<j in order */
+#define NMONO @NMONO@     /* monomial nodes NVAR .. NVAR+NMONO-1: v = v[a]*v[b] */
+#define NNODES @NNODES@
+#define NREST @NREST@     /* general nodes NVAR+NMONO .. NNODES-1 */
+#define NOUT @NOUT@      /* basis functions */
+#define LANES 8       /* geometries per block in the batch kernel (SIMD over geometries) */
+#define NWORK_ONE (2 * NNODES + 4 * NVAR)
+#define NWORK_BLOCK (2 * NNODES * LANES + 4 * NVAR * LANES)
+
+typedef @PAIRT@ pair_t;  /* packed operand pair a | b << PAIR_SHIFT */
+#define PAIR_SHIFT @PAIRBITS@
+#define PAIR_MASK @PAIRMASK@
+
+static const double LENGTH_SCALE = @LSCALE@;  /* caller length -> model length */
+static const double ENERGY_SCALE = @ESCALE@;  /* model energy -> caller energy */
+static const double GRAD_SCALE = @GSCALE@;    /* ENERGY_SCALE * LENGTH_SCALE */
+static const double R_COINCIDENT = @RCOINC@;  /* 1e-8 caller length units, in model units */
+@TRANSFORM_CONST@@EFLOOR_CONST@
+static const char INFO[] =
+@INFO@;
+
+@TABLES@
+static int finish(double *energy, double *grad, int status)
+{
+    int i;
+    *energy = 0.0;
+    if (grad != NULL)
+        for (i = 0; i < 3 * NATOMS; ++i)
+            grad[i] = 0.0;
+    return status;
+}
+
+/* Variables of one geometry: x[k*xs] = f(r_k), dx[k] = dx/dr and, if u != NULL, the unit
+   vectors u[3k..3k+2] of R_i - R_j.  Returns 0, 1 (a distance below r_min), 2 (non-finite
+   coordinates) or 3 (coincident atoms). */
+static int prepare(const double *restrict xyz, double *restrict x, int xs, double *restrict dx,
+                   double *restrict u)
+{
+    double R[3 * NATOMS];
+    int i, k, status = 0;
+
+    for (i = 0; i < 3 * NATOMS; ++i)
+        if (!isfinite(xyz[i]))
+            return 2;
+    for (i = 0; i < 3 * NATOMS; ++i)
+        R[i] = xyz[i] * LENGTH_SCALE;
+    for (k = 0; k < NVAR; ++k) {
+        const double *ri = R + 3 * PAIR_I[k];
+        const double *rj = R + 3 * PAIR_J[k];
+        const double d0 = ri[0] - rj[0], d1 = ri[1] - rj[1], d2 = ri[2] - rj[2];
+        const double r = sqrt(d0 * d0 + d1 * d1 + d2 * d2);
+        if (r < R_COINCIDENT)
+            return 3;
+@RMIN_CHECK@        if (u != NULL) {
+            u[3 * k] = d0 / r;
+            u[3 * k + 1] = d1 / r;
+            u[3 * k + 2] = d2 / r;
+        }
+@TRANSFORM@    }
+    return status;
+}
+
+/* Chain rule for one geometry from the variable adjoints adj[k*as] = dE/dx_k:
+   dE/dR_i = sum_k dE/dx_k dx_k/dr_k (R_i - R_j)/r_k, the opposite for atom j.
+   Returns 0, or 2 if the gradient is not finite. */
+static int chain(const double *restrict adj, int as, const double *restrict dx, const double *restrict u,
+                 double *restrict grad)
+{
+    int i, k;
+    for (i = 0; i < 3 * NATOMS; ++i)
+        grad[i] = 0.0;
+    for (k = 0; k < NVAR; ++k) {
+        const double g = adj[k * as] * dx[k];
+        const int pi = 3 * PAIR_I[k], pj = 3 * PAIR_J[k];
+        for (i = 0; i < 3; ++i) {
+            grad[pi + i] += g * u[3 * k + i];
+            grad[pj + i] -= g * u[3 * k + i];
+        }
+    }
+    for (i = 0; i < 3 * NATOMS; ++i) {
+        grad[i] *= GRAD_SCALE;
+        if (!isfinite(grad[i]))
+            return 2;
+    }
+    return 0;
+}
+
+/* One geometry; grad == NULL skips the gradient.  work holds NWORK_ONE doubles. */
+static int eval_one(const double *restrict xyz, double *restrict energy, double *restrict grad,
+                    double *restrict work)
+{
+    double *restrict v = work;
+    double *restrict adj = work + NNODES;
+    double *restrict u = work + 2 * NNODES;
+    double *restrict dx = u + 3 * NVAR;
+    int status, i, j, l;
+    double e;
+@LOCALS_ONE@
+    status = prepare(xyz, v, 1, dx, grad != NULL ? u : NULL);
+    if (status >= 2)
+        return finish(energy, grad, status);
+
+    /* monomials */
+    for (j = 0; j < NMONO; ++j)
+        v[NVAR + j] = v[MONO_AB[j] & PAIR_MASK] * v[MONO_AB[j] >> PAIR_SHIFT];
+
+    /* polynomials */
+    for (j = 0; j < NREST; ++j) {
+        const int32_t a = NODE_A[j];
+        double s = NODE_CONST[j];
+        if (a >= 0)
+            s += NODE_SCALE[j] * v[a] * v[NODE_B[j]];
+        for (l = NODE_PTR[j]; l < NODE_PTR[j + 1]; ++l)
+            s += TERM_COEF[l] * v[TERM_IDX[l]];
+        v[NVAR + NMONO + j] = s;
+    }
+
+@ENERGY_ONE@    if (!isfinite(e))
+        return finish(energy, grad, 2);
+@EFLOOR_CHECK@    *energy = e * ENERGY_SCALE;
+    if (grad == NULL)
+        return status;
+
+    /* reverse sweep: adj = dE/dv */
+    for (i = 0; i < NNODES; ++i)
+        adj[i] = 0.0;
+@SEED_ONE@    for (j = NREST - 1; j >= 0; --j) {
+        const double g = adj[NVAR + NMONO + j];
+        const int32_t a = NODE_A[j];
+        if (g == 0.0)
+            continue;
+        if (a >= 0) {
+            const int32_t b = NODE_B[j];
+            const double gs = g * NODE_SCALE[j];
+            adj[a] += gs * v[b];
+            adj[b] += gs * v[a];
+        }
+        for (l = NODE_PTR[j]; l < NODE_PTR[j + 1]; ++l)
+            adj[TERM_IDX[l]] += TERM_COEF[l] * g;
+    }
+    for (j = NMONO - 1; j >= 0; --j) {
+        const double g = adj[NVAR + j];
+        const pair_t a = MONO_AB[j] & PAIR_MASK, b = MONO_AB[j] >> PAIR_SHIFT;
+        adj[a] += g * v[b];
+        adj[b] += g * v[a];
+    }
+    if (chain(adj, 1, dx, u, grad) != 0)
+        return finish(energy, grad, 2);
+    return status;
+}
+
+@BLOCK_FUNCS@static void run(int n, const double *xyz, double *energy, double *grad, int *status)
 {
     double *work;
     int s;
     if (n <= 0)
         return;
-    work = (double *) malloc((n >= LANES ? NWORK_BLOCK : NWORK_ONE) * sizeof(double));
+    work = (double *) malloc(@WORK_SIZE@ * sizeof(double));
     if (work == NULL) {
         for (s = 0; s < n; ++s)
             status[s] = finish(energy + s, grad == NULL ? NULL : grad + (size_t) s * 3 * NATOMS, 4);
         return;
     }
-    for (s = 0; s + LANES <= n; s += LANES)
-        eval_block(xyz + (size_t) s * 3 * NATOMS, energy + s, grad == NULL ? NULL : grad + (size_t) s * 3 * NATOMS,
-                   status + s, work);
-    for (; s < n; ++s)
+@BLOCK_LOOP@    for (; s < n; ++s)
         status[s] = eval_one(xyz + (size_t) s * 3 * NATOMS, energy + s,
                              grad == NULL ? NULL : grad + (size_t) s * 3 * NATOMS, work);
     free(work);
@@ -691,8 +717,8 @@ def _c_transform(t: dict) -> tuple[str, str]:
 
 def c_source(program: Program, transform: DistanceTransform, weights, *, prefix: str = "pes",
              header_comment: str = "", length_scale: float = 1.0, energy_scale: float = 1.0,
-             r_min=None, e_floor=None, info: str | None = None) -> tuple[str, str]:
-    """C99 source and header that evaluate ``E = weights . p`` and its gradient.
+             r_min=None, e_floor=None, info: str | None = None, head=None) -> tuple[str, str]:
+    """C99 source and header that evaluate ``E = weights . p`` (or ``head(p)``) and its gradient.
 
     Parameters
     ----------
@@ -700,7 +726,7 @@ def c_source(program: Program, transform: DistanceTransform, weights, *, prefix:
         The basis program (nodes, products, linear terms, outputs).
     transform : DistanceTransform
         Distance transform, parameters in the model's length unit.
-    weights : ndarray of shape (n_outputs,) [model energy]
+    weights : ndarray of shape (n_outputs,) [model energy], or None with ``head``
         Coefficients of the basis functions.
     prefix : str
         Name prefix of every exported symbol and of the header (``prefix.h``).
@@ -716,6 +742,8 @@ def c_source(program: Program, transform: DistanceTransform, weights, *, prefix:
         Lowest trusted energy; lower energies give status 1 (a hole).
     info : str, optional
         Extra text appended to the metadata string returned by ``prefix_info``.
+    head : object, optional
+        Energy as a function of the outputs (see the module docstring).
 
     Returns
     -------
@@ -723,7 +751,7 @@ def c_source(program: Program, transform: DistanceTransform, weights, *, prefix:
         Contents of ``prefix.c`` and ``prefix.h``.  Compiles without warnings
         under ``gcc -O2 -Wall -Wextra -std=c99``.
     """
-    t = _tables(program, transform, weights, prefix, length_scale, energy_scale, r_min, e_floor)
+    t = _tables(program, transform, weights, prefix, length_scale, energy_scale, r_min, e_floor, head)
     tconst, tcode = _c_transform(t)
     tables = [
         "/* pairs (i, j), i < j, in lexicographic order */\n",
@@ -741,10 +769,16 @@ def c_source(program: Program, transform: DistanceTransform, weights, *, prefix:
         _c_int_array("NODE_PTR", t["rptr"]),
         _c_int_array("TERM_IDX", t["idx"]),
         _c_double_array("TERM_COEF", t["coef"]),
-        "/* energy = sum_j WEIGHT[j] * v[OUTPUT[j]] (model energy unit) */\n",
-        _c_int_array("OUTPUT", t["out"]),
-        _c_double_array("WEIGHT", t["w"]),
     ]
+    if head is None:
+        tables += ["/* energy = sum_j WEIGHT[j] * v[OUTPUT[j]] (model energy unit) */\n",
+                   _c_int_array("OUTPUT", t["out"]), _c_double_array("WEIGHT", t["w"])]
+    else:
+        tables += ["/* head inputs p[j] = v[OUTPUT[j]] */\n", _c_int_array("OUTPUT", t["out"])]
+        for name, typ, values, note in head.tables():
+            tables.append(f"/* {note} */\n" if note else "")
+            tables.append(_c_int_array(name, values) if typ == "int" else _c_double_array(name, values))
+        tables.append(f"/* energy = head(p): {_ascii(head.description)} */\n" + head.c_function().rstrip() + "\n")
     if t["kind"] == "reciprocal":
         tables += ["/* reference distances r_e (model length unit) */\n", _c_double_array("R_E", t["param"])]
     rmin_check = ""
@@ -773,6 +807,22 @@ def c_source(program: Program, transform: DistanceTransform, weights, *, prefix:
         "PAIRMASK": "0xffffu" if t["pair_bits"] == 16 else "0xffffffffu",
         "LUNIT": "caller length units", "EUNIT": "caller energy units",
     }
+    if head is None:
+        values.update(
+            LOCALS_ONE="", BLOCK_FUNCS=_subst(_C_BLOCK, values), WORK_SIZE="(n >= LANES ? NWORK_BLOCK : NWORK_ONE)",
+            ENERGY_ONE="    e = 0.0;\n    for (j = 0; j < NOUT; ++j)\n        e += WEIGHT[j] * v[OUTPUT[j]];\n",
+            SEED_ONE="    for (j = 0; j < NOUT; ++j)\n        adj[OUTPUT[j]] += WEIGHT[j];\n",
+            BLOCK_LOOP="    for (s = 0; s + LANES <= n; s += LANES)\n"
+                       "        eval_block(xyz + (size_t) s * 3 * NATOMS, energy + s, "
+                       "grad == NULL ? NULL : grad + (size_t) s * 3 * NATOMS,\n"
+                       "                   status + s, work);\n")
+    else:
+        values.update(
+            LOCALS_ONE="    double hp[NOUT], hbar[NOUT];\n", BLOCK_FUNCS="", WORK_SIZE="NWORK_ONE",
+            ENERGY_ONE="    for (j = 0; j < NOUT; ++j)\n        hp[j] = v[OUTPUT[j]];\n"
+                       "    e = head(hp, grad != NULL ? hbar : NULL);\n",
+            SEED_ONE="    for (j = 0; j < NOUT; ++j)\n        adj[OUTPUT[j]] += hbar[j];\n",
+            BLOCK_LOOP="    s = 0;\n")
     c_text = comment + "\n" + _subst(_C_BODY, values)
     h_text = comment + "\n" + _subst(_C_HEADER, values)
     return c_text, h_text
@@ -787,9 +837,9 @@ def _f_real(x: float) -> str:
 
 
 def _f_param_array(name, ftype, values, fmt, per_line) -> str:
+    if len(values) == 0:  # as in C, one unused entry: no loop reads it, and gfortran warns on empty tables
+        values = [0.0 if ftype == "real(dp)" else 0]
     n = len(values)
-    if n == 0:
-        return f"  {ftype}, parameter :: {name}(0:-1) = [{ftype} ::]\n"
     vals = [fmt(v) for v in values]
     per_chunk = per_line * _F_LINES_PER_CHUNK
 
@@ -850,6 +900,109 @@ def _f_comment(text: str) -> str:
     return "".join(("! " + ln).rstrip() + "\n" for ln in _wrap(text, 110))
 
 
+_F_BLOCK = r"""  ! Reverse sweep over a block of lanes geometries (adj = dE/dv), lane by lane as in eval_one.
+  subroutine backward_block(v, adj)
+    real(dp), intent(in) :: v(0:lanes-1, 0:nnodes-1)
+    real(dp), intent(out) :: adj(0:lanes-1, 0:nnodes-1)
+    real(dp) :: g(0:lanes-1), gs(0:lanes-1)
+    integer :: j, t, a, b
+    integer(pk) :: ab, pa, pb
+
+    adj = 0.0_dp
+    do j = 0, nout - 1
+      adj(:, output(j)) = adj(:, output(j)) + weight(j)
+    end do
+    do j = nrest - 1, 0, -1
+      g = adj(:, nvar + nmono + j)
+      a = node_a(j)
+      if (a >= 0) then
+        b = node_b(j)
+        gs = g * node_scale(j)
+        adj(:, a) = adj(:, a) + gs * v(:, b)
+        adj(:, b) = adj(:, b) + gs * v(:, a)
+      end if
+      do t = node_ptr(j), node_ptr(j + 1) - 1
+        adj(:, term_idx(t)) = adj(:, term_idx(t)) + term_coef(t) * g
+      end do
+    end do
+    do j = nmono - 1, 0, -1
+      g = adj(:, nvar + j)
+      ab = mono_ab(j)
+      pa = iand(ab, pair_mask)
+      pb = ishft(ab, -pair_shift)
+      adj(:, pa) = adj(:, pa) + g * v(:, pb)
+      adj(:, pb) = adj(:, pb) + g * v(:, pa)
+    end do
+  end subroutine backward_block
+
+  ! lanes geometries at once: the operations of eval_one, lane by lane, with each table
+  ! entry loaded once per block and the arithmetic in short array operations over the lanes.
+  subroutine eval_block(xyz, energy, grad, want_grad, status, v, adj, u, dx)
+    real(dp), intent(in) :: xyz(0:3*natoms-1, 0:lanes-1)
+    real(dp), intent(out) :: energy(0:lanes-1)
+    real(dp), intent(inout) :: grad(0:3*natoms-1, 0:lanes-1)
+    logical, intent(in) :: want_grad
+    integer(c_int), intent(out) :: status(0:lanes-1)
+    real(dp), intent(inout) :: v(0:lanes-1, 0:nnodes-1), adj(0:lanes-1, 0:nnodes-1)
+    real(dp), intent(inout) :: u(0:3*nvar-1, 0:lanes-1), dx(0:nvar-1, 0:lanes-1)
+    real(dp) :: x(0:nvar-1), s(0:lanes-1), acc(0:lanes-1), adjx(0:nvar-1)
+    integer :: j, l, t, a
+    integer(pk) :: ab
+
+    do l = 0, lanes - 1
+      call prepare(xyz(:, l), x, dx(:, l), u(:, l), want_grad, status(l))
+      v(l, 0:nvar-1) = x
+    end do
+    do j = 0, nmono - 1
+      ab = mono_ab(j)
+      s = v(:, iand(ab, pair_mask)) * v(:, ishft(ab, -pair_shift))
+      v(:, nvar + j) = s
+    end do
+    do j = 0, nrest - 1
+      a = node_a(j)
+      s = node_const(j)
+      if (a >= 0) s = s + (node_scale(j) * v(:, a)) * v(:, node_b(j))
+      do t = node_ptr(j), node_ptr(j + 1) - 1
+        s = s + term_coef(t) * v(:, term_idx(t))
+      end do
+      v(:, nvar + nmono + j) = s
+    end do
+    acc = 0.0_dp
+    do j = 0, nout - 1
+      acc = acc + weight(j) * v(:, output(j))
+    end do
+    do l = 0, lanes - 1
+      energy(l) = 0.0_dp
+      if (want_grad) grad(:, l) = 0.0_dp
+      if (status(l) >= 2) cycle
+      if (.not. ieee_is_finite(acc(l))) then
+        status(l) = 2
+        cycle
+      end if
+@EFLOOR_CHECK_LANE@      energy(l) = acc(l) * energy_scale
+    end do
+    if (.not. want_grad) return
+    call backward_block(v, adj)
+    do l = 0, lanes - 1
+      if (status(l) >= 2) cycle
+      adjx = adj(l, 0:nvar-1)
+      call chain(adjx, dx(:, l), u(:, l), grad(:, l), status(l))
+      if (status(l) == 2) energy(l) = 0.0_dp
+    end do
+  end subroutine eval_block
+
+"""
+
+_F_BLOCK_LOOP = """    do while (s + lanes <= n)
+      if (want_grad) then
+        call eval_block(xyz(0, s), energy(s), grad(0, s), .true., status(s), v, adj, u, dx)
+      else
+        call eval_block(xyz(0, s), energy(s), gdummy, .false., status(s), v, adj, u, dx)
+      end if
+      s = s + lanes
+    end do
+"""
+
 _F_BODY = r"""module @P@_model
   ! bind(C) entry points (the same interface as the C export):
   !   integer(c_int) function @P@_natoms()
@@ -879,9 +1032,9 @@ _F_BODY = r"""module @P@_model
   integer, parameter :: pair_shift = @PAIRBITS@
   integer, parameter :: natoms = @NATOMS@
   integer, parameter :: nvar = @NV@     ! distance variables, pairs i<j in order
-  integer, parameter :: nmono = @NMONO@    ! monomial nodes nvar .. nvar+nmono-1: v = v(a)*v(b)
+  integer@NMONO_ATTR@ :: nmono = @NMONO@    ! monomial nodes nvar .. nvar+nmono-1: v = v(a)*v(b)
   integer, parameter :: nnodes = @NNODES@
-  integer, parameter :: nrest = @NREST@    ! general nodes nvar+nmono .. nnodes-1
+  integer@NREST_ATTR@ :: nrest = @NREST@    ! general nodes nvar+nmono .. nnodes-1
   integer, parameter :: nout = @NOUT@     ! basis functions
   integer, parameter :: lanes = 8  ! geometries per block in the batch kernel (SIMD over geometries)
 
@@ -974,7 +1127,7 @@ contains
     integer :: j, l, a, b
     integer(pk) :: ab, pa, pb
     real(dp) :: s, e, g, gs
-
+@LOCALS_ONE@
     energy = 0.0_dp
     if (want_grad) grad = 0.0_dp
     call prepare(xyz, v(0:nvar-1), dx, u, want_grad, status)
@@ -997,21 +1150,14 @@ contains
       v(nvar + nmono + j) = s
     end do
 
-    e = 0.0_dp
-    do j = 0, nout - 1
-      e = e + weight(j) * v(output(j))
-    end do
-    if (.not. ieee_is_finite(e)) then
+@ENERGY_ONE@    if (.not. ieee_is_finite(e)) then
       status = 2
       return
     end if
 @EFLOOR_CHECK@    if (want_grad) then
       ! reverse sweep: adj = dE/dv
       adj = 0.0_dp
-      do j = 0, nout - 1
-        adj(output(j)) = adj(output(j)) + weight(j)
-      end do
-      do j = nrest - 1, 0, -1
+@SEED_ONE@      do j = nrest - 1, 0, -1
         g = adj(nvar + nmono + j)
         if (g == 0.0_dp) cycle
         a = node_a(j)
@@ -1039,98 +1185,7 @@ contains
     energy = e * energy_scale
   end subroutine eval_one
 
-  ! Reverse sweep over a block of lanes geometries (adj = dE/dv), lane by lane as in eval_one.
-  subroutine backward_block(v, adj)
-    real(dp), intent(in) :: v(0:lanes-1, 0:nnodes-1)
-    real(dp), intent(out) :: adj(0:lanes-1, 0:nnodes-1)
-    real(dp) :: g(0:lanes-1), gs(0:lanes-1)
-    integer :: j, t, a, b
-    integer(pk) :: ab, pa, pb
-
-    adj = 0.0_dp
-    do j = 0, nout - 1
-      adj(:, output(j)) = adj(:, output(j)) + weight(j)
-    end do
-    do j = nrest - 1, 0, -1
-      g = adj(:, nvar + nmono + j)
-      a = node_a(j)
-      if (a >= 0) then
-        b = node_b(j)
-        gs = g * node_scale(j)
-        adj(:, a) = adj(:, a) + gs * v(:, b)
-        adj(:, b) = adj(:, b) + gs * v(:, a)
-      end if
-      do t = node_ptr(j), node_ptr(j + 1) - 1
-        adj(:, term_idx(t)) = adj(:, term_idx(t)) + term_coef(t) * g
-      end do
-    end do
-    do j = nmono - 1, 0, -1
-      g = adj(:, nvar + j)
-      ab = mono_ab(j)
-      pa = iand(ab, pair_mask)
-      pb = ishft(ab, -pair_shift)
-      adj(:, pa) = adj(:, pa) + g * v(:, pb)
-      adj(:, pb) = adj(:, pb) + g * v(:, pa)
-    end do
-  end subroutine backward_block
-
-  ! lanes geometries at once: the operations of eval_one, lane by lane, with each table
-  ! entry loaded once per block and the arithmetic in short array operations over the lanes.
-  subroutine eval_block(xyz, energy, grad, want_grad, status, v, adj, u, dx)
-    real(dp), intent(in) :: xyz(0:3*natoms-1, 0:lanes-1)
-    real(dp), intent(out) :: energy(0:lanes-1)
-    real(dp), intent(inout) :: grad(0:3*natoms-1, 0:lanes-1)
-    logical, intent(in) :: want_grad
-    integer(c_int), intent(out) :: status(0:lanes-1)
-    real(dp), intent(inout) :: v(0:lanes-1, 0:nnodes-1), adj(0:lanes-1, 0:nnodes-1)
-    real(dp), intent(inout) :: u(0:3*nvar-1, 0:lanes-1), dx(0:nvar-1, 0:lanes-1)
-    real(dp) :: x(0:nvar-1), s(0:lanes-1), acc(0:lanes-1), adjx(0:nvar-1)
-    integer :: j, l, t, a
-    integer(pk) :: ab
-
-    do l = 0, lanes - 1
-      call prepare(xyz(:, l), x, dx(:, l), u(:, l), want_grad, status(l))
-      v(l, 0:nvar-1) = x
-    end do
-    do j = 0, nmono - 1
-      ab = mono_ab(j)
-      s = v(:, iand(ab, pair_mask)) * v(:, ishft(ab, -pair_shift))
-      v(:, nvar + j) = s
-    end do
-    do j = 0, nrest - 1
-      a = node_a(j)
-      s = node_const(j)
-      if (a >= 0) s = s + (node_scale(j) * v(:, a)) * v(:, node_b(j))
-      do t = node_ptr(j), node_ptr(j + 1) - 1
-        s = s + term_coef(t) * v(:, term_idx(t))
-      end do
-      v(:, nvar + nmono + j) = s
-    end do
-    acc = 0.0_dp
-    do j = 0, nout - 1
-      acc = acc + weight(j) * v(:, output(j))
-    end do
-    do l = 0, lanes - 1
-      energy(l) = 0.0_dp
-      if (want_grad) grad(:, l) = 0.0_dp
-      if (status(l) >= 2) cycle
-      if (.not. ieee_is_finite(acc(l))) then
-        status(l) = 2
-        cycle
-      end if
-@EFLOOR_CHECK_LANE@      energy(l) = acc(l) * energy_scale
-    end do
-    if (.not. want_grad) return
-    call backward_block(v, adj)
-    do l = 0, lanes - 1
-      if (status(l) >= 2) cycle
-      adjx = adj(l, 0:nvar-1)
-      call chain(adjx, dx(:, l), u(:, l), grad(:, l), status(l))
-      if (status(l) == 2) energy(l) = 0.0_dp
-    end do
-  end subroutine eval_block
-
-  subroutine run_batch(n, xyz, energy, grad, want_grad, status)
+@BLOCK_FUNCS@  subroutine run_batch(n, xyz, energy, grad, want_grad, status)
     integer, intent(in) :: n
     real(dp), intent(in) :: xyz(0:3*natoms-1, 0:n-1)
     real(dp), intent(out) :: energy(0:n-1)
@@ -1141,7 +1196,7 @@ contains
     integer :: s, ierr, nl
 
     nl = 1
-    if (n >= lanes) nl = lanes
+@BLOCK_LANES@
     allocate(v(0:nl*nnodes-1), adj(0:nl*nnodes-1), u(0:nl*3*nvar-1), dx(0:nl*nvar-1), &
              gdummy(0:3*natoms-1, 0:nl-1), stat=ierr)
     if (ierr /= 0) then
@@ -1151,15 +1206,7 @@ contains
       return
     end if
     s = 0
-    do while (s + lanes <= n)
-      if (want_grad) then
-        call eval_block(xyz(0, s), energy(s), grad(0, s), .true., status(s), v, adj, u, dx)
-      else
-        call eval_block(xyz(0, s), energy(s), gdummy, .false., status(s), v, adj, u, dx)
-      end if
-      s = s + lanes
-    end do
-    do while (s < n)
+@BLOCK_LOOP@    do while (s < n)
       if (want_grad) then
         call eval_one(xyz(:, s), energy(s), grad(:, s), .true., status(s), v, adj, u, dx)
       else
@@ -1259,7 +1306,7 @@ def _f_transform(t: dict) -> tuple[str, str]:
 
 def fortran_source(program: Program, transform: DistanceTransform, weights, *, prefix: str = "pes",
                    header_comment: str = "", length_scale: float = 1.0, energy_scale: float = 1.0,
-                   r_min=None, e_floor=None, info: str | None = None) -> str:
+                   r_min=None, e_floor=None, info: str | None = None, head=None) -> str:
     """Fortran 2008 module (``bind(C)`` entry points) evaluating ``E = weights . p``.
 
     Same parameters and entry points as :func:`c_source`; the module is
@@ -1272,7 +1319,7 @@ def fortran_source(program: Program, transform: DistanceTransform, weights, *, p
     str
         Contents of ``prefix.f90``.
     """
-    t = _tables(program, transform, weights, prefix, length_scale, energy_scale, r_min, e_floor)
+    t = _tables(program, transform, weights, prefix, length_scale, energy_scale, r_min, e_floor, head)
     tconst, tcode = _f_transform(t)
     tables = [
         "  ! pairs (i, j), i < j, in lexicographic order (0-based atoms)\n",
@@ -1289,10 +1336,18 @@ def fortran_source(program: Program, transform: DistanceTransform, weights, *, p
         _f_int_array("node_ptr", t["rptr"]),
         _f_int_array("term_idx", t["idx"]),
         _f_double_array("term_coef", t["coef"]),
-        "  ! energy = sum_j weight(j) * v(output(j)) (model energy unit)\n",
-        _f_int_array("output", t["out"]),
-        _f_double_array("weight", t["w"]),
     ]
+    head_code = ""
+    if head is None:
+        tables += ["  ! energy = sum_j weight(j) * v(output(j)) (model energy unit)\n",
+                   _f_int_array("output", t["out"]), _f_double_array("weight", t["w"])]
+    else:
+        tables += ["  ! head inputs p(j) = v(output(j))\n", _f_int_array("output", t["out"])]
+        for name, typ, values, note in head.tables():
+            tables.append(f"  ! {note}\n" if note else "")
+            tables.append(_f_int_array(name, values) if typ == "int" else _f_double_array(name, values))
+        head_code = (f"  ! energy = head(p): {_ascii(head.description)}\n" + head.fortran_function().rstrip()
+                     + "\n\n")
     if t["kind"] == "reciprocal":
         tables += ["  ! reference distances r_e (model length unit)\n", _f_double_array("r_e", t["param"])]
     rmin_check = ""
@@ -1312,7 +1367,7 @@ def fortran_source(program: Program, transform: DistanceTransform, weights, *, p
                          f"Distance transform: {_transform_doc(t)}.")
     values = {
         "P": prefix, "NATOMS": str(t["natoms"]), "NV": str(t["nv"]), "NMONO": str(t["nmono"]),
-        "NNODES": str(t["nnodes"]), "NREST": str(t["nrest"]), "NOUT": str(t["nout"]),
+        "NNODES": str(t["nnodes"] + (0 if t["nmono"] and t["nrest"] else 1)), "NREST": str(t["nrest"]), "NOUT": str(t["nout"]),
         "LSCALE": _f_real(t["length_scale"]), "ESCALE": _f_real(t["energy_scale"]),
         "GSCALE": _f_real(t["grad_scale"]), "RCOINC": _f_real(t["r_coincident"]),
         "TRANSFORM_CONST": tconst, "EFLOOR_CONST": efloor_const, "INFO": _f_string(_info_text(t, info)),
@@ -1320,5 +1375,21 @@ def fortran_source(program: Program, transform: DistanceTransform, weights, *, p
         "PAIRMASK": str((1 << t["pair_bits"]) - 1),
         "TABLES": "".join(tables), "RMIN_CHECK": rmin_check, "TRANSFORM": tcode, "EFLOOR_CHECK": efloor_check,
         "EFLOOR_CHECK_LANE": efloor_lane,
+        # an empty segment is a variable, not a parameter, and one spare node is allocated: gfortran
+        # warns on constant zero-trip loops and on their (never executed) references past the end
+        "NMONO_ATTR": ", parameter" if t["nmono"] else "", "NREST_ATTR": ", parameter" if t["nrest"] else "",
     }
+    if head is None:
+        values.update(
+            LOCALS_ONE="", BLOCK_FUNCS=_subst(_F_BLOCK, values), BLOCK_LANES="    if (n >= lanes) nl = lanes",
+            ENERGY_ONE="    e = 0.0_dp\n    do j = 0, nout - 1\n      e = e + weight(j) * v(output(j))\n    end do\n",
+            SEED_ONE="      do j = 0, nout - 1\n        adj(output(j)) = adj(output(j)) + weight(j)\n      end do\n",
+            BLOCK_LOOP=_F_BLOCK_LOOP)
+    else:
+        values.update(
+            LOCALS_ONE="    real(dp) :: hp(0:nout-1), hbar(0:nout-1)\n", BLOCK_FUNCS=head_code, BLOCK_LANES="",
+            ENERGY_ONE="    do j = 0, nout - 1\n      hp(j) = v(output(j))\n    end do\n"
+                       "    call head(hp, e, hbar, want_grad)\n",
+            SEED_ONE="      do j = 0, nout - 1\n        adj(output(j)) = adj(output(j)) + hbar(j)\n      end do\n",
+            BLOCK_LOOP="")
     return comment + "\n" + _subst(_F_BODY, values)

@@ -72,6 +72,16 @@ class Program:
         """Multiply-adds per evaluation (products plus linear terms)."""
         return int(np.count_nonzero(self.a >= 0) + len(self.idx))
 
+    @classmethod
+    def identity(cls, n_variables: int) -> "Program":
+        """The program whose outputs are the variables themselves (no nodes)."""
+        nv = int(n_variables)
+        if nv < 1:
+            raise ValueError(f"n_variables must be >= 1, got {n_variables}")
+        return cls(nv, nv, np.full(nv, -1, dtype=np.int64), np.full(nv, -1, dtype=np.int64), np.zeros(nv),
+                   np.zeros(nv), np.zeros(nv + 1, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0),
+                   np.arange(nv, dtype=np.int64))
+
     def to_dict(self) -> dict:
         return {
             "n_variables": int(self.n_variables),

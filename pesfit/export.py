@@ -71,9 +71,11 @@ _FFLAGS = "-O2 -Wall"
 
 
 # ------------------------------------------------------------------ spec
-def _exportable_kind(kind) -> bool:
-    """Models whose energy is ``weights . p`` of a basis program (``linear_*``)."""
-    return isinstance(kind, str) and (kind == "linear" or kind.startswith("linear_"))
+def _exportable(spec: dict) -> bool:
+    """Models whose energy is ``weights . p`` of a basis program (``linear_*``) or ``head(p)``."""
+    kind = spec.get("kind")
+    linear = isinstance(kind, str) and (kind == "linear" or kind.startswith("linear_"))
+    return linear or spec.get("head") is not None
 
 
 def _read_spec(model) -> dict:
@@ -86,12 +88,13 @@ def _read_spec(model) -> dict:
     if version != EXPORT_SPEC_VERSION:
         raise ValueError(f"export spec format_version {version!r} is not supported (this pesfit exports "
                          f"version {EXPORT_SPEC_VERSION}); upgrade pesfit or re-save the model")
+    if not _exportable(spec):
+        raise ValueError(f"model kind {spec['kind']!r} cannot be exported: only models whose energy is linear "
+                         "in a basis program (linear) or a compiled head of it (networks, kernels) can be compiled; "
+                         "many-body, fragmented and diabatic models are not exported yet")
     missing = [k for k in _REQUIRED if k not in spec]
     if missing:
         raise ValueError(f"model export spec lacks fields {missing}")
-    if not _exportable_kind(spec["kind"]):
-        raise ValueError(f"model kind {spec['kind']!r} cannot be exported: only models whose energy is linear "
-                         "in a basis program (kinds 'linear_*') can be compiled")
     if not isinstance(spec["program"], Program):
         raise TypeError("export spec 'program' must be an invariants Program")
     if not isinstance(spec["transform"], DistanceTransform):
@@ -105,7 +108,8 @@ def _read_spec(model) -> dict:
         raise ValueError(f"atom symbols must be letters/digits, got {symbols}")
     out = dict(spec)
     out["symbols"] = symbols
-    out["weights"] = np.asarray(spec["weights"], dtype=np.float64)
+    out["head"] = spec.get("head")
+    out["weights"] = None if out["head"] is not None else np.asarray(spec["weights"], dtype=np.float64)
     out["r_min"] = None if spec["r_min"] is None else np.asarray(spec["r_min"], dtype=np.float64)
     out["length_scale"] = length_factor("bohr", spec["length_unit"])
     out["energy_scale"] = energy_factor(spec["energy_unit"], "hartree")
@@ -137,6 +141,7 @@ def _header_comment(spec: dict, prefix: str) -> str:
         f"training energy RMSE: {_fmt(rmse, '.4g')} meV",
         f"basis: {spec['program'].n_outputs} functions, {spec['program'].n_nodes} program nodes, "
         f"distance transform {spec['transform'].kind}",
+        *([f"energy: {spec['head'].description}"] if spec.get("head") is not None else []),
         "status: 0 ok; 1 a distance below the shortest training distance of its pair (value",
         "  still returned); 2 non-finite input; 3 coincident atoms (2, 3: energy = gradient = 0)",
     ]
@@ -639,7 +644,8 @@ def _make_calculator(pes, **kwargs):
 
 def _write_sources(spec: dict, lang: str, out: Path, prefix: str) -> dict:
     comment = _header_comment(spec, prefix)
-    common = dict(program=spec["program"], transform=spec["transform"], weights=spec["weights"], prefix=prefix,
+    common = dict(program=spec["program"], transform=spec["transform"], weights=spec["weights"], head=spec["head"],
+                  prefix=prefix,
                   header_comment=comment, length_scale=spec["length_scale"], energy_scale=spec["energy_scale"],
                   r_min=spec["r_min"], info=_info(spec))
     files = {}
@@ -772,6 +778,14 @@ def _check(spec: dict, lib_path: Path, prefix: str, structures) -> dict:
     dG = np.abs(g[ok] / (es * ls) - G_ref[ok])
     e_scale = max(float(np.max(np.abs(E_ref[ok]))), np.finfo(float).tiny)
     g_scale = max(float(np.max(np.abs(G_ref[ok]))), np.finfo(float).tiny)
+    # The model's own response to rounding of its inputs (coordinates moved by ~4 ulp).  An
+    # ill-conditioned expansion (a kernel model with coefficients ~1e6 summing to a few eV) cannot be
+    # reproduced more closely than this by any evaluator, so the tolerance never goes below 10x it.
+    jitter = R_used * (1.0 + 4 * np.finfo(float).eps * np.random.default_rng(1).uniform(-1, 1, R.shape))
+    E_j, G_j = spec["predict"](jitter)
+    noise_e = float(np.max(np.abs(np.asarray(E_j, dtype=np.float64).reshape(len(R))[ok] - E_ref[ok]))) / e_scale
+    noise_g = float(np.max(np.abs(np.asarray(G_j, dtype=np.float64).reshape(R.shape)[ok] - G_ref[ok]))) / g_scale
+    e_tol, g_tol = max(ENERGY_RTOL, 10 * noise_e), max(GRADIENT_RTOL, 10 * noise_g)
     result = {
         "n_structures": int(np.count_nonzero(ok)),
         "n_out_of_range": int(np.count_nonzero(st == 1)),
@@ -779,12 +793,16 @@ def _check(spec: dict, lib_path: Path, prefix: str, structures) -> dict:
         "max_gradient_abs": float(np.max(dG)),
         "max_energy_rel": float(np.max(dE)) / e_scale,
         "max_gradient_rel": float(np.max(dG)) / g_scale,
+        "rounding_energy_rel": noise_e,
+        "rounding_gradient_rel": noise_g,
+        "energy_tolerance": e_tol,
+        "gradient_tolerance": g_tol,
     }
-    if not (result["max_energy_rel"] <= ENERGY_RTOL and result["max_gradient_rel"] <= GRADIENT_RTOL):
+    if not (result["max_energy_rel"] <= e_tol and result["max_gradient_rel"] <= g_tol):
         raise RuntimeError(
             f"check: compiled and Python potentials disagree: max relative energy deviation "
-            f"{result['max_energy_rel']:.3g} (tolerance {ENERGY_RTOL:g}), gradient {result['max_gradient_rel']:.3g} "
-            f"(tolerance {GRADIENT_RTOL:g}) over {result['n_structures']} structures")
+            f"{result['max_energy_rel']:.3g} (tolerance {e_tol:.3g}), gradient {result['max_gradient_rel']:.3g} "
+            f"(tolerance {g_tol:.3g}) over {result['n_structures']} structures")
     return result
 
 
@@ -807,8 +825,9 @@ def export_model(model, lang: str, out_dir, *, prefix: str = "pes", check: bool 
         Build with ``gcc``/``gfortran`` from ``PATH`` (``RuntimeError`` naming
         the missing compiler otherwise), run the example driver, load the
         library with ctypes and compare with ``spec["predict"]``: max
-        ``|dE| / max|E|`` must be <= 1e-10 and max ``|dG| / max|G|`` <= 1e-8,
-        else ``RuntimeError``.
+        ``|dE| / max|E|`` must be <= 1e-10 and max ``|dG| / max|G|`` <= 1e-8
+        (or 10x the model's own change when its inputs move by a few ulp,
+        for ill-conditioned kernel expansions), else ``RuntimeError``.
     check_structures : ndarray of shape (n, n_atoms, 3) [Å], optional
         Structures for the check (at most 1000 are used, evenly spaced);
         default 200 random structures with distances in 0.8-3 Å.

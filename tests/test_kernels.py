@@ -1,5 +1,6 @@
 """Kernel back ends (KREG, pKREG, PIP-GPR, sGDML): blocks, symmetry, forces, solvers, files, bad input."""
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -8,6 +9,7 @@ from invariants import DistanceTransform, PermutationGroup, pair_distances
 from pesfit.cli import main
 from pesfit.data import Dataset, load_npz
 from pesfit.datasets import shipped_path
+from pesfit.export import export_model
 from pesfit.models import GPRModel, KREGModel, PKREGModel, SGDMLModel, load_model
 from pesfit.models.kernels._reference import reference_expansion, reference_kernel_matrix
 from pesfit.models.kernels.descriptors import (DistanceDescriptor, descriptor_permutations, detect_permutations,
@@ -258,13 +260,46 @@ def test_tampered_kernel_file_refused(models, tmp_path):
 
 def test_export_spec(models):
     spec = models["pkreg"].export_spec()
-    for key in ("kind", "transform", "symbols", "checksum", "r_min", "predict", "kernel"):
+    for key in ("kind", "transform", "symbols", "checksum", "r_min", "predict", "program", "head"):
         assert key in spec
-    k = spec["kernel"]
-    assert k["kernel_type"] == "gaussian" and k["descriptor"] == "distance"
-    assert k["training_descriptors"].shape == (40, 6) and k["permutations"].shape == (6, 6)
-    assert k["gradient_coefficients"].shape == (40, 6) and k["length_scale"].shape == (6,)
-    assert "program" in models["gpr"].export_spec()["kernel"]
+    head = spec["head"]
+    assert spec["program"].n_outputs == 6 and spec["transform"].kind == "reciprocal"
+    assert head.kernel == "gaussian" and head.permutations.shape == (6, 6)
+    assert head.centres.shape == (40 * 6, 6) and head.gradient_coefficients.shape == (40 * 6, 6)
+    gpr = models["gpr"].export_spec()
+    assert gpr["transform"].kind == "morse" and gpr["program"].n_outputs > len(gpr["head"].columns)
+
+
+def _need(compiler):
+    if shutil.which(compiler) is None:
+        pytest.skip(f"{compiler} is not installed (apt-get install -y {compiler})")
+
+
+@pytest.mark.parametrize("lang", ["c", "fortran"])
+@pytest.mark.parametrize("name", ["kreg", "pkreg", "sgdml", "gpr"])
+def test_export_agrees_with_python(name, lang, models, oh3, tmp_path):
+    _need({"c": "gcc", "fortran": "gfortran"}[lang])
+    _, test = oh3
+    R = np.asarray(test.R[:100])
+    res = export_model(models[name], lang, tmp_path, check=True, check_structures=R)
+    c = res["check"]
+    assert res["build_log"] == ""                                  # no compiler warnings
+    assert c["n_structures"] == 100
+    # as close as the model's own response to rounding of its inputs allows, and never worse than 1e-10
+    assert c["max_energy_rel"] <= max(1e-10, 10 * c["rounding_energy_rel"])
+    assert c["max_gradient_rel"] <= 1e-8
+    if name in ("kreg", "gpr"):                                     # well-conditioned expansions: ~1e-12
+        assert c["max_energy_rel"] <= 1e-10
+
+
+def test_export_check_catches_a_wrong_head(models, oh3, monkeypatch, tmp_path):
+    _need("gcc")
+    model = models["sgdml"]
+    spec = model.export_spec()
+    spec["head"].offset += 1e-3                                     # 1 meV off
+    monkeypatch.setattr(model, "export_spec", lambda: spec)
+    with pytest.raises(RuntimeError, match="disagree"):
+        export_model(model, "c", tmp_path, check=True, check_structures=np.asarray(oh3[1].R[:50]))
 
 
 # ------------------------------------------------------------------- bad input

@@ -331,3 +331,44 @@ def test_progress_reports_epochs(h2co):
     model.fit(train.first(40), progress=lambda *a: seen.append(a))
     assert [s[0] for s in seen] == [1, 2, 3] and all(s[1] == 3 for s in seen)
     assert "train E" in seen[-1][2] and "val E" in seen[-1][2] and "F" in seen[-1][2]
+
+
+# ----------------------------------------------------------------- export
+@pytest.mark.parametrize("lang", ["c", "fortran"])
+@pytest.mark.parametrize("which", ["model", "ensemble"])
+def test_export_agrees_with_python(which, lang, request, h2co, tmp_path):
+    import shutil
+
+    from pesfit.export import export_model
+
+    compiler = {"c": "gcc", "fortran": "gfortran"}[lang]
+    if shutil.which(compiler) is None:
+        pytest.skip(f"{compiler} is not installed")
+    fitted = request.getfixturevalue(which)
+    _, test = h2co
+    res = export_model(fitted, lang, tmp_path, check=True, check_structures=np.asarray(test.R[:300]))
+    assert res["build_log"] == ""
+    assert res["check"]["max_energy_rel"] <= 1e-12 and res["check"]["max_gradient_rel"] <= 1e-10
+    # the exported library in the caller's units (bohr, hartree) through its ctypes loader
+    spec = {}
+    exec(compile((tmp_path / "pes_ctypes.py").read_text(), "pes_ctypes.py", "exec"), spec)
+    pes = spec["CompiledPES"](str(res["library"]))
+    R = np.asarray(test.R[5])
+    e, g = pes.energy_gradient(R / 0.529177210903)
+    E, F = fitted.predict(R, forces=True)
+    assert e * 27.211386245988 == pytest.approx(float(E), rel=1e-12)
+    assert np.allclose(-g * 27.211386245988 / 0.529177210903, F, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("activation", ["softplus", "sigmoid"])
+def test_export_other_activations_one_hidden_layer(activation, h2co, tmp_path):
+    import shutil
+
+    from pesfit.export import export_model
+
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc is not installed")
+    train, test = h2co
+    m = PIPNNModel(degree=2, morse_a=1.5, hidden=(5,), activation=activation, max_epochs=2).fit(train.first(60))
+    res = export_model(m, "c", tmp_path, check=True, check_structures=np.asarray(test.R[:100]))
+    assert res["build_log"] == "" and res["check"]["max_energy_rel"] <= 1e-12

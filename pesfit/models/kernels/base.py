@@ -22,8 +22,10 @@ import inspect
 import numpy as np
 
 from invariants import PermutationGroup, pair_distances
+from invariants.program import Program
 
 from ...data import Dataset
+from ...export_heads import KernelHead
 from .._base import ModelBase
 from .descriptors import (InvariantDescriptor, descriptor_from_dict, detect_permutations, internal_rank,
                           project_jacobian)
@@ -197,11 +199,12 @@ class KernelModel(ModelBase):
             v = self.perms_[canonical_permutation(X, self.perms_)]       # x_c = x[v]
             X = np.take_along_axis(X, v, axis=1)
             E, Gc = expansion(self.kernel_, X / ell, C, A, W, gradient=True)
-            Gu = np.empty_like(Gc)
-            np.put_along_axis(Gu, v, Gc, axis=1)                         # dE/dx[v[k]] = dE/dx_c[k]
+            Gx = np.empty_like(Gc)
+            np.put_along_axis(Gx, v, Gc / ell, axis=1)                   # dE/dx[v[k]] = dE/du[k] / l[k]
         else:
             E, Gu = expansion(self.kernel_, X / ell, C, A, W, gradient=True)
-        G = np.einsum("nd,ndac->nac", Gu / ell, J)
+            Gx = Gu / ell
+        G = np.einsum("nd,ndac->nac", Gx, J)
         return E + self.energy_offset_, G
 
     # --------------------------------------------------------------- state
@@ -241,36 +244,26 @@ class KernelModel(ModelBase):
 
     # -------------------------------------------------------------- export
     def export_spec(self) -> dict:
-        """What a Fortran/C exporter of the kernel expansion needs (Å, eV).
+        """What :func:`pesfit.export.export_model` needs (Å, eV): a program and a kernel head.
 
-        Besides the keys of ``_export_common``, ``kernel`` holds the
-        descriptor (``transform`` of the pair distances, or an invariant
-        ``program`` with ``shift``/``scale``), the kernel name, the length
-        scale per feature, training descriptors, coefficients ``alpha``
-        and ``w``, the descriptor permutations and the energy offset; the
-        energy is the formula in this module's docstring.
+        Distance descriptors compile as the identity program over the
+        transformed distances (``1/r`` or ``r_eq/r``); invariant descriptors
+        as their basis program.  ``head`` is a :class:`~pesfit.export_heads.KernelHead`
+        holding the scaled centres, coefficients, permutations and offset.
         """
         self._check_fitted()
         d = self.descriptor_
         D = self.centres_.shape[1]
-        kernel = {
-            "descriptor": d.kind,
-            "descriptor_spec": d.to_dict(),
-            "kernel_type": self.kernel_,
-            "length_scale": np.broadcast_to(self.length_scale_, (D,)).astype(np.float64).copy(),
-            "training_descriptors": self.centres_.copy(),
-            "coefficients": self.alpha_.copy(),
-            "gradient_coefficients": self.w_.copy(),
-            "permutations": self.perms_.copy(),
-            "energy_offset_eV": self.energy_offset_,
-            "formula": "E = mu + sum_j sum_v [alpha_j phi(s) - g1(s) w_j[v].(u - u_j[v])], u = x/l, "
-                       "u_j = x_j/l, s = |u - u_j[v]|^2",
-        }
-        extra = {"kernel": kernel}
+        C, A, W = self._expanded
         if isinstance(d, InvariantDescriptor):
-            kernel.update(program=d.basis.program, shift=np.asarray(d.shift), scale=np.asarray(d.scale),
-                          columns=np.flatnonzero(np.asarray(d.basis.degrees) > 0))
-        return self._export_common(**extra)
+            program, columns = d.basis.program, d._columns()
+            shift, scale = np.asarray(d.shift), np.asarray(d.scale)
+        else:
+            program, columns = Program.identity(D), np.arange(D)
+            shift, scale = np.zeros(D), np.ones(D)
+        head = KernelHead(program.n_outputs, columns, shift, scale, np.broadcast_to(self.length_scale_, (D,)),
+                          C, A, W, self.perms_, self.energy_offset_, self.kernel_)
+        return self._export_common(program=program, transform=d.transform, head=head, weights=None)
 
 
 def reference_distances(R_ref) -> np.ndarray:

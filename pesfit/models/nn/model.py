@@ -28,6 +28,7 @@ import numpy as np
 from invariants import Basis, DistanceTransform, fundamental_basis, pip_basis
 
 from ...data import Dataset
+from ...export_heads import NetworkHead
 from ...molecule import Molecule
 from .._base import ModelBase
 from . import _kernels
@@ -390,12 +391,13 @@ class _NNModel(ModelBase):
 
     # -------------------------------------------------------------- export
     def export_spec(self) -> dict:
-        """What a Fortran/C exporter needs: the basis program plus the network as arrays.
+        """What :func:`pesfit.export.export_model` needs: the basis program and a network head.
 
-        ``network`` holds the basis outputs used as inputs (``input_index``),
-        their standardisation, the activation, the layer sizes, the energy
-        scaling and, per ensemble member, the ``(W, b)`` of every layer
-        (``W`` of shape (n_out, n_in)); the energy is the member mean.
+        ``network`` also describes the network as arrays: the basis outputs
+        used as inputs (``input_index``), their standardisation, the
+        activation, the layer sizes, the energy scaling and, per ensemble
+        member, the ``(W, b)`` of every layer (``W`` of shape (n_out, n_in));
+        the energy is the member mean.
         """
         self._check_fitted()
         from .network import unflatten
@@ -406,7 +408,10 @@ class _NNModel(ModelBase):
                    "input_index": self.feature_index_.copy(), "input_mean": self.x_mean_.copy(),
                    "input_scale": self.x_scale_.copy(), "energy_shift_eV": self.e_shift_,
                    "energy_scale_eV": self.e_scale_, "members": members, "combine": "mean"}
-        return self._export_common(program=self.basis_.program, network=network, format_version=1)
+        program = self.basis_.program
+        head = NetworkHead(program.n_outputs, self.feature_index_, self.x_mean_, self.x_scale_, self.layer_sizes_,
+                           self.parameters_, self.activation, self.e_shift_, self.e_scale_)
+        return self._export_common(program=program, network=network, head=head, weights=None, format_version=1)
 
 
 def _best_val(member: dict):
