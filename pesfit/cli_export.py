@@ -34,7 +34,8 @@ def cmd_export(args) -> int:
     if args.check:
         c = result["check"]
         lines.append(f"  check on {c['n_structures']} structures: max energy rel {c['max_energy_rel']:.2e}, "
-                     f"max gradient rel {c['max_gradient_rel']:.2e}")
+                     f"max gradient rel {c['max_gradient_rel']:.2e} (tolerances {c['energy_tolerance']:.1e}, "
+                     f"{c['gradient_tolerance']:.1e})")
     _emit(args, payload, "\n".join(lines))
     return 0
 

@@ -221,6 +221,15 @@ def test_gpr_uncertainty(models, oh3):
     assert E.shape == sd.shape == (3,)
 
 
+def test_gpr_standard_deviation_is_calibrated_on_test_data(h2co):
+    train, test = h2co
+    gp = GPRModel().fit(train.first(120)._replace(F=None))       # cross-validated calibration (n <= 300)
+    E, sd = gp.predict(np.asarray(test.R[:1000]), return_std=True)
+    inside = np.mean(np.abs(E - np.asarray(test.E[:1000])) <= sd)
+    assert 0.55 <= inside <= 0.85, inside                        # a normal error would give 0.683
+    assert gp.calibration_ > 1.5                                 # ML-II alone is overconfident here
+
+
 @pytest.mark.parametrize("name", ["kreg", "pkreg", "sgdml", "gpr"])
 def test_round_trip_bit_identical(name, models, oh3, tmp_path):
     _, test = oh3
@@ -350,6 +359,10 @@ def test_cli_fit_and_eval(tmp_path, capsys):
     assert main(["eval", str(out), str(shipped_path("h2co", "test")), "--json"]) == 0
     e = json.loads(capsys.readouterr().out)
     assert e["energy_rmse_meV"] > 0
+    if shutil.which("gfortran"):
+        assert main(["export", str(out), "--lang", "fortran", "--out", str(tmp_path / "f90"), "--check"]) == 0
+        out_text = capsys.readouterr().out
+        assert "check on" in out_text and (tmp_path / "f90" / "libpes.so").is_file()
     assert main(["fit", "--train", str(shipped_path("h2co", "train")), "--n-train", "40", "--model", "sgdml",
                  "--quiet"]) == 2
     assert "has none" in capsys.readouterr().err

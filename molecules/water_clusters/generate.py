@@ -1,6 +1,6 @@
 """Regenerate the water dimer and trimer reference data with PySCF.
 
-    nice -n 15 python molecules/water_clusters/generate.py all      # everything (about 30 CPU-minutes)
+    nice -n 15 python molecules/water_clusters/generate.py all      # everything (about 60 CPU-minutes)
     python molecules/water_clusters/generate.py dimers --n 2000     # one part
 
 Energies are density-fitted MP2 with aug-cc-pVDZ (RI-MP2 with PySCF's
@@ -224,17 +224,20 @@ def save(path: Path, arrays: dict, meta: dict) -> None:
 
 
 def make_clusters(n_monomers: int, n_train: int, n_test: int, work: Path, seed: int, reverse=False,
-                  only=None) -> None:
+                  only=None, extra_train: int = 0) -> None:
+    """Sample ``n_train + n_test + extra_train`` clusters in one sequence; the test set is the slice
+    ``[n_train, n_train + n_test)``, so extra training clusters leave it (and earlier chunks) unchanged."""
     name = {2: "dimers", 3: "trimers"}[n_monomers]
     e_ref = reference_energy(METHOD)
-    R = sample(n_monomers, n_train + n_test, seed)
+    R = sample(n_monomers, n_train + n_test + extra_train, seed)
     parts = run_chunks(name, R, work, lambda r: cluster_chunk(r, e_ref), reverse=reverse, only=only)
     if parts is None:
         return
     E = np.concatenate([p["E"] for p in parts])
     Ef = np.concatenate([p["E_fragments"] for p in parts])
     cpu = float(sum(float(p["cpu"]) for p in parts))
-    for split, sl in (("train", slice(0, n_train)), ("test", slice(n_train, None))):
+    test = np.arange(n_train, n_train + n_test)
+    for split, sl in (("train", np.setdiff1d(np.arange(len(R)), test)), ("test", test)):
         meta = {
             "description": f"water {name}: half perturbed minima, half random connected clusters",
             "method": str(METHOD), "method_detail": "RI-MP2 (PySCF DFMP2, default aux basis), all electrons, "
@@ -244,6 +247,8 @@ def make_clusters(n_monomers: int, n_train: int, n_test: int, work: Path, seed: 
             "E_ref_geometry": "r_OH = 0.9572 A, HOH = 104.52 deg",
             "energy_zero": "E is the cluster energy minus n_monomers * E_ref; E_fragments likewise per sub-cluster",
             "seed": seed, "split": split, "cpu_seconds_all_splits": cpu, "generator": "generate.py",
+            "sequence": f"clusters {n_train}..{n_train + n_test - 1} of the seeded sequence are the test set, "
+                        f"the other {len(R) - n_test} the training set",
         }
         save(HERE / f"{name}_{split}.npz",
              {"R": R[sl], "z": np.array(Z * n_monomers), "E": E[sl], "fragments": parts[0]["fragments"],
@@ -280,6 +285,8 @@ def main(argv=None) -> int:
     p.add_argument("what", choices=["dimers", "trimers", "forces", "all"])
     p.add_argument("--n-dimers", type=int, nargs=2, default=(1250, 250), metavar=("TRAIN", "TEST"))
     p.add_argument("--n-trimers", type=int, nargs=2, default=(900, 150), metavar=("TRAIN", "TEST"))
+    p.add_argument("--extra-trimers", type=int, default=1500,
+                   help="training trimers sampled after the test set (the test set stays the same)")
     p.add_argument("--n-forces", type=int, nargs=2, default=(10, 2), metavar=("DIMERS", "TRIMERS"))
     p.add_argument("--reverse", action="store_true", help="work through the chunks from the end (second process)")
     p.add_argument("--only", type=int, nargs=2, default=None, metavar=("START", "STOP"),
@@ -291,7 +298,8 @@ def main(argv=None) -> int:
     if args.what in ("dimers", "all"):
         make_clusters(2, *args.n_dimers, work, seed=2, reverse=args.reverse, only=args.only)
     if args.what in ("trimers", "all"):
-        make_clusters(3, *args.n_trimers, work, seed=3, reverse=args.reverse, only=args.only)
+        make_clusters(3, *args.n_trimers, work, seed=3, reverse=args.reverse, only=args.only,
+                      extra_train=args.extra_trimers)
     if args.what in ("forces", "all"):
         make_forces(*args.n_forces, work)
     return 0
