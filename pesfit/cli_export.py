@@ -4,13 +4,19 @@ from __future__ import annotations
 import numpy as np
 
 
-def _check_structures(model, data_path, n):
+def _check_structures(model, data_path, n, n_monomers=None):
     if data_path is not None:
         from .data import load_dataset
 
         data = load_dataset(data_path)
-        if list(data.symbols) != list(model.molecule_.symbols):
-            data = data.reorder_atoms(list(model.molecule_.symbols))
+        symbols = list(model.molecule_.symbols)
+        if n_monomers is not None:  # a many-body model: clusters of n_monomers monomers, in monomer order
+            symbols = symbols * n_monomers
+            if list(data.symbols) != symbols:
+                raise ValueError(f"--data {data_path} has atoms {' '.join(data.symbols)}; --n-monomers {n_monomers} "
+                                 f"needs clusters with atoms {' '.join(symbols)}")
+        elif list(data.symbols) != symbols:
+            data = data.reorder_atoms(symbols)
         return np.asarray(data.R[:n])
     ref = getattr(model, "reference_geometry_", None)
     if ref is None:
@@ -21,13 +27,15 @@ def _check_structures(model, data_path, n):
 
 def cmd_export(args) -> int:
     from .cli import _emit
-    from .export import export_model
+    from .export import _read_spec, export_model
     from .models import load_model
 
     model = load_model(args.model_file)
-    structures = _check_structures(model, args.data, args.n_check) if args.check else None
+    if args.check and args.data is not None:
+        _read_spec(model, args.n_monomers)  # its errors (e.g. a many-body model needs --n-monomers) come first
+    structures = _check_structures(model, args.data, args.n_check, args.n_monomers) if args.check else None
     result = export_model(model, args.lang, args.out, prefix=args.name, check=args.check,
-                          check_structures=structures)
+                          check_structures=structures, n_monomers=args.n_monomers)
     payload = {k: (str(v) if not isinstance(v, (dict, int, float)) else v) for k, v in result.items()}
     lines = [f"exported {args.model_file} as {args.lang} to {args.out}:"]
     lines += [f"  {k}: {v}" for k, v in payload.items() if k not in ("check", "driver_output", "build_log")]
@@ -50,5 +58,7 @@ def add_commands(sub) -> None:
     p.add_argument("--data", default=None, help="structures for --check (default: the model's reference "
                                                 "geometry, randomly displaced)")
     p.add_argument("--n-check", type=int, default=1000, help="number of structures for --check")
+    p.add_argument("--n-monomers", type=int, default=None,
+                   help="many-body models: number of monomers of the exported cluster (required for them)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_export)

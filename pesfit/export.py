@@ -7,7 +7,10 @@ into one directory:
 * the potential, ``PREFIX.c`` + ``PREFIX.h`` or ``PREFIX.f90`` (printed by
   :mod:`invariants.codegen` from the program table), with a header comment
   giving the atom order, units (bohr, hartree), energy zero, checksum and
-  training error;
+  training error.  A many-body model is exported for a fixed number of
+  monomers (``n_monomers``): ``PREFIX.c|f90`` is then a cluster driver over
+  one codegen unit per body order, ``PREFIX_b<n>.c|f90`` (see
+  :mod:`pesfit.export_manybody`), with the same interface;
 * a ``Makefile`` building ``libPREFIX.so`` (``-O2 -fPIC -shared``), the
   example driver and the adapters;
 * ``example_driver.c|f90``: evaluates one built-in geometry and prints the
@@ -78,20 +81,39 @@ def _exportable(spec: dict) -> bool:
     return linear or spec.get("head") is not None
 
 
-def _read_spec(model) -> dict:
+def _check_version(spec: dict) -> None:
+    version = spec.get("format_version", EXPORT_SPEC_VERSION)
+    if version != EXPORT_SPEC_VERSION:
+        raise ValueError(f"export spec format_version {version!r} is not supported (this pesfit exports "
+                         f"version {EXPORT_SPEC_VERSION}); upgrade pesfit or re-save the model")
+
+
+def _read_spec(model, n_monomers=None) -> dict:
+    """The checked export spec; many-body models are cut into term units for ``n_monomers`` monomers."""
     if not hasattr(model, "export_spec"):
         raise TypeError(f"{type(model).__name__} has no export_spec(); export a fitted pesfit model")
     spec = model.export_spec()
     if not isinstance(spec, dict):
         raise TypeError("model.export_spec() must return a dict")
-    version = spec.get("format_version", EXPORT_SPEC_VERSION)
-    if version != EXPORT_SPEC_VERSION:
-        raise ValueError(f"export spec format_version {version!r} is not supported (this pesfit exports "
-                         f"version {EXPORT_SPEC_VERSION}); upgrade pesfit or re-save the model")
+    if spec.get("terms") is not None:
+        from .export_manybody import read_cluster_spec
+
+        _check_version(spec)
+        return read_cluster_spec(spec, n_monomers, _check_spec)
+    if n_monomers is not None:
+        raise ValueError(f"n_monomers is only for many-body models; model kind {spec.get('kind')!r} has a fixed "
+                         "number of atoms")
+    return _check_spec(spec)
+
+
+def _check_spec(spec: dict) -> dict:
+    """Check the spec of a model with one basis program and add the unit scales."""
+    _check_version(spec)
     if not _exportable(spec):
         raise ValueError(f"model kind {spec['kind']!r} cannot be exported: only models whose energy is linear "
-                         "in a basis program (linear) or a compiled head of it (networks, kernels) can be compiled; "
-                         "many-body, fragmented and diabatic models are not exported yet")
+                         "in a basis program (linear, fragmented), a compiled head of it (networks, kernels) or a "
+                         "many-body expansion of such terms (many-body, with n_monomers) can be compiled; "
+                         "diabatic models are not exported yet")
     missing = [k for k in _REQUIRED if k not in spec]
     if missing:
         raise ValueError(f"model export spec lacks fields {missing}")
@@ -120,6 +142,16 @@ def _fmt(x, spec="") -> str:
     return "not recorded" if x is None else format(float(x), spec)
 
 
+def _model_lines(spec: dict, prefix: str) -> list[str]:
+    if spec.get("cluster") is not None:
+        from .export_manybody import cluster_lines
+
+        return cluster_lines(spec, prefix)
+    return [f"basis: {spec['program'].n_outputs} functions, {spec['program'].n_nodes} program nodes, "
+            f"distance transform {spec['transform'].kind}",
+            *([f"energy: {spec['head'].description}"] if spec.get("head") is not None else [])]
+
+
 def _header_comment(spec: dict, prefix: str) -> str:
     n = len(spec["symbols"])
     e0 = float(spec["energy_zero_eV"])
@@ -139,9 +171,7 @@ def _header_comment(spec: dict, prefix: str) -> str:
         f"  = {e0_h!r} hartree; E0 is already added back, so energies are on",
         "  the scale of the training data (subtract E0 for relative energies)",
         f"training energy RMSE: {_fmt(rmse, '.4g')} meV",
-        f"basis: {spec['program'].n_outputs} functions, {spec['program'].n_nodes} program nodes, "
-        f"distance transform {spec['transform'].kind}",
-        *([f"energy: {spec['head'].description}"] if spec.get("head") is not None else []),
+        *_model_lines(spec, prefix),
         "status: 0 ok; 1 a distance below the shortest training distance of its pair (value",
         "  still returned); 2 non-finite input; 3 coincident atoms (2, 3: energy = gradient = 0)",
     ]
@@ -149,10 +179,18 @@ def _header_comment(spec: dict, prefix: str) -> str:
 
 
 def _info(spec: dict) -> str:
-    return (f"symbols={','.join(spec['symbols'])}; length_unit=bohr; energy_unit=hartree; "
+    cl = spec.get("cluster")
+    many = "" if cl is None else f"n_monomers={cl['n_monomers']}; monomer_size={cl['monomer_size']}; "
+    return (f"symbols={','.join(spec['symbols'])}; {many}length_unit=bohr; energy_unit=hartree; "
             f"energy_zero_eV={float(spec['energy_zero_eV'])!r}; checksum={spec['checksum']}; "
             f"training_rmse_meV={_fmt(spec['training_rmse_meV'], '.6g')}; kind={spec['kind']}; "
             f"pesfit={__version__}")
+
+
+def _parts(spec: dict, prefix: str) -> list[str]:
+    """File stems of the term units a many-body export links besides ``prefix`` (none otherwise)."""
+    cl = spec.get("cluster")
+    return [] if cl is None else [f"{prefix}_b{u['body']}" for u in cl["units"]]
 
 
 # ------------------------------------------------------------ geometries
@@ -180,10 +218,19 @@ def _random_structures(n_atoms: int, n: int, rng, r_lo: float = 0.8, r_hi: float
     return out
 
 
+def _sample_structures(spec: dict, n: int, rng, r_lo: float = 0.8, r_hi: float = 3.0) -> np.ndarray:
+    """``n`` structures (Å), distances in ``[r_lo, r_hi]``; for a many-body model clusters of such monomers."""
+    if spec.get("cluster") is not None:
+        from .export_manybody import cluster_structures
+
+        return cluster_structures(spec["cluster"], n, rng, lambda m, k, g: _random_structures(m, k, g, r_lo, r_hi))
+    return _random_structures(len(spec["symbols"]), n, rng, r_lo, r_hi)
+
+
 def _example_geometry(spec: dict) -> np.ndarray:
     """A fixed geometry (Å) inside the fitted range, for the example driver."""
     r_lo = 0.8 if spec["r_min"] is None else max(0.8, 1.05 * float(np.max(spec["r_min"])))
-    return _random_structures(len(spec["symbols"]), 1, np.random.default_rng(2024), r_lo, max(3.0, r_lo + 1.5))[0]
+    return _sample_structures(spec, 1, np.random.default_rng(2024), r_lo, max(3.0, r_lo + 1.5))[0]
 
 
 # ---------------------------------------------------------------- files
@@ -191,13 +238,19 @@ def _subst(template: str, values: dict) -> str:
     return re.sub(r"@([A-Z_]+)@", lambda m: values[m.group(1)], template)
 
 
-def _build_rules(lang: str, prefix: str) -> list[tuple[str, list[str], list[str]]]:
-    """(target, dependencies, command words); ``{X}`` marks a make variable."""
+def _build_rules(lang: str, prefix: str, parts=()) -> list[tuple[str, list[str], list[str]]]:
+    """(target, dependencies, command words); ``{X}`` marks a make variable.
+
+    ``parts``: stems of further sources linked into the library (the term
+    units of a many-body export; in Fortran compiled before ``prefix``,
+    whose module uses theirs).
+    """
     if lang == "c":
         cc, fl = "{CC}", "{CFLAGS}"
+        srcs = [f"{prefix}.c", *(f"{p}.c" for p in parts)]
         return [
-            (f"lib{prefix}.so", [f"{prefix}.c", f"{prefix}.h"],
-             [cc, fl, "-fPIC", "-shared", "-o", f"lib{prefix}.so", f"{prefix}.c", "-lm"]),
+            (f"lib{prefix}.so", [f"{prefix}.c", f"{prefix}.h", *(f"{p}.{e}" for p in parts for e in ("c", "h"))],
+             [cc, fl, "-fPIC", "-shared", "-o", f"lib{prefix}.so", *srcs, "-lm"]),
             ("example_driver", ["example_driver.c", f"{prefix}.h", f"lib{prefix}.so"],
              [cc, fl, "-o", "example_driver", "example_driver.c", "-L.", f"-l{prefix}", "-Wl,-rpath,{ORIGIN}", "-lm"]),
             ("getpot.o", ["getpot.c", f"{prefix}.h"], [cc, fl, "-fPIC", "-c", "-o", "getpot.o", "getpot.c"]),
@@ -205,8 +258,9 @@ def _build_rules(lang: str, prefix: str) -> list[tuple[str, list[str], list[str]
              [cc, fl, "-fPIC", "-c", "-o", "rpmd_adapter.o", "rpmd_adapter.c"]),
         ]
     fc, fl = "{FC}", "{FFLAGS}"
+    srcs = [*(f"{p}.f90" for p in parts), f"{prefix}.f90"]  # modules before their users
     return [
-        (f"lib{prefix}.so", [f"{prefix}.f90"], [fc, fl, "-fPIC", "-shared", "-o", f"lib{prefix}.so", f"{prefix}.f90"]),
+        (f"lib{prefix}.so", srcs, [fc, fl, "-fPIC", "-shared", "-o", f"lib{prefix}.so", *srcs]),
         ("example_driver", ["example_driver.f90", f"lib{prefix}.so"],
          [fc, fl, "-o", "example_driver", "example_driver.f90", "-L.", f"-l{prefix}", "-Wl,-rpath,{ORIGIN}"]),
         ("getpot.o", ["getpot.f90"], [fc, fl, "-fPIC", "-c", "-o", "getpot.o", "getpot.f90"]),
@@ -214,9 +268,9 @@ def _build_rules(lang: str, prefix: str) -> list[tuple[str, list[str], list[str]
     ]
 
 
-def _makefile(lang: str, prefix: str) -> str:
+def _makefile(lang: str, prefix: str, parts=()) -> str:
     make_vars = {"CC": "$(CC)", "CFLAGS": "$(CFLAGS)", "FC": "$(FC)", "FFLAGS": "$(FFLAGS)", "ORIGIN": "'$$ORIGIN'"}
-    rules = _build_rules(lang, prefix)
+    rules = _build_rules(lang, prefix, parts)
     head = ["# Builds the exported potential (generated by pesfit.export).",
             f"#   make            -> lib{prefix}.so, example_driver, getpot.o, rpmd_adapter.o",
             f"#   ./example_driver   (prints energy and gradient of one geometry; hartree, bohr)",
@@ -247,6 +301,13 @@ def _f_comment(text: str) -> str:
 def _c_doubles(values, indent="    ") -> str:
     rows = [", ".join(repr(float(v)) for v in row) for row in np.asarray(values).reshape(-1, 3)]
     return (",\n" + indent).join(rows)
+
+
+def _f_symbols(symbols, width, per_line=12) -> str:
+    """Quoted, padded symbols, ``per_line`` to a line (free-form lines end at 132 characters)."""
+    quoted = [f'"{s:<{width}}"' for s in symbols]
+    rows = [", ".join(quoted[i:i + per_line]) for i in range(0, len(quoted), per_line)]
+    return ", &\n      ".join(rows)
 
 
 def _f_doubles(values, indent="      ") -> str:
@@ -644,17 +705,21 @@ def _make_calculator(pes, **kwargs):
 
 def _write_sources(spec: dict, lang: str, out: Path, prefix: str) -> dict:
     comment = _header_comment(spec, prefix)
-    common = dict(program=spec["program"], transform=spec["transform"], weights=spec["weights"], head=spec["head"],
-                  prefix=prefix,
-                  header_comment=comment, length_scale=spec["length_scale"], energy_scale=spec["energy_scale"],
-                  r_min=spec["r_min"], info=_info(spec))
     files = {}
-    if lang == "c":
-        c_text, h_text = codegen.c_source(**common)
-        files["source"] = (f"{prefix}.c", c_text)
-        files["header"] = (f"{prefix}.h", h_text)
+    if spec.get("cluster") is not None:
+        from .export_manybody import cluster_sources
+
+        files.update(cluster_sources(spec, lang, prefix, comment, _info(spec)))
     else:
-        files["source"] = (f"{prefix}.f90", codegen.fortran_source(**common))
+        common = dict(program=spec["program"], transform=spec["transform"], weights=spec["weights"],
+                      head=spec["head"], prefix=prefix, header_comment=comment, length_scale=spec["length_scale"],
+                      energy_scale=spec["energy_scale"], r_min=spec["r_min"], info=_info(spec))
+        if lang == "c":
+            c_text, h_text = codegen.c_source(**common)
+            files["source"] = (f"{prefix}.c", c_text)
+            files["header"] = (f"{prefix}.h", h_text)
+        else:
+            files["source"] = (f"{prefix}.f90", codegen.fortran_source(**common))
 
     R = _example_geometry(spec)
     xyz_bohr = R / spec["length_scale"]
@@ -676,11 +741,11 @@ def _write_sources(spec: dict, lang: str, out: Path, prefix: str) -> dict:
         cm = _f_comment(comment)
         width = max(len(s) for s in spec["symbols"])
         values.update(COMMENT=cm, XYZ=_f_doubles(xyz_bohr), INTERFACE=_subst(_F_INTERFACE, {"P": prefix}),
-                      SYMQ=", ".join(f'"{s:<{width}}"' for s in spec["symbols"]))
+                      SYMQ=_f_symbols(spec["symbols"], width))
         files["driver"] = ("example_driver.f90", _subst(_F_DRIVER, values))
         files["getpot"] = ("getpot.f90", _subst(_F_GETPOT, values))
         files["rpmd_adapter"] = ("rpmd_adapter.f90", _subst(_F_RPMD, values))
-    files["makefile"] = ("Makefile", _makefile(lang, prefix))
+    files["makefile"] = ("Makefile", _makefile(lang, prefix, _parts(spec, prefix)))
     files["ctypes_loader"] = ("pes_ctypes.py", _subst(_PY_LOADER, {
         "P": prefix, "ATOMS": atoms, "SYMQ": "".join(f'"{s}", ' for s in spec["symbols"]).rstrip()}))
 
@@ -703,8 +768,11 @@ def _find_compiler(lang: str) -> str:
     return path
 
 
-def build(out_dir, lang: str, prefix: str = "pes", *, compiler: str | None = None) -> dict:
+def build(out_dir, lang: str, prefix: str = "pes", *, compiler: str | None = None, parts=()) -> dict:
     """Run the Makefile's rules (without make) in ``out_dir``.
+
+    ``parts`` are the stems of the term units of a many-body export
+    (``["pes_b1", "pes_b2", ...]``), linked into ``libPREFIX.so``.
 
     Returns ``{"library": Path, "driver": Path, "log": str}``; the log holds
     the compilers' messages (empty when there were no warnings).  Raises
@@ -714,7 +782,7 @@ def build(out_dir, lang: str, prefix: str = "pes", *, compiler: str | None = Non
     comp = compiler or _find_compiler(lang)
     subs = {"CC": comp, "FC": comp, "CFLAGS": _CFLAGS, "FFLAGS": _FFLAGS, "ORIGIN": "$ORIGIN"}
     log = []
-    for target, _, words in _build_rules(lang, prefix):
+    for target, _, words in _build_rules(lang, prefix, parts):
         cmd = []
         for w in words:
             w = w.format(**subs)
@@ -751,7 +819,7 @@ def _compiled_eval(lib: ctypes.CDLL, prefix: str, xyz: np.ndarray):
 def _check(spec: dict, lib_path: Path, prefix: str, structures) -> dict:
     n_atoms = len(spec["symbols"])
     if structures is None:
-        R = _random_structures(n_atoms, 200, np.random.default_rng(0))
+        R = _sample_structures(spec, 200, np.random.default_rng(0))
     else:
         R = np.asarray(structures, dtype=np.float64)
         if R.ndim == 2:
@@ -808,14 +876,15 @@ def _check(spec: dict, lib_path: Path, prefix: str, structures) -> dict:
 
 # ------------------------------------------------------------------ API
 def export_model(model, lang: str, out_dir, *, prefix: str = "pes", check: bool = False,
-                 check_structures=None) -> dict:
+                 check_structures=None, n_monomers: int | None = None) -> dict:
     """Write the model as C or Fortran source, build files, adapters and a ctypes loader.
 
     Parameters
     ----------
     model : fitted pesfit model
-        Anything with ``export_spec()`` (see the module docstring); only
-        models linear in a basis program (kinds ``linear_*``) can be exported.
+        Anything with ``export_spec()`` (see the module docstring): models
+        linear in a basis program (kinds ``linear_*``), with a compiled head
+        (networks, kernels) or many-body expansions of such terms.
     lang : {"c", "fortran"}
     out_dir : str or Path
         Created if needed; existing files of the same names are replaced.
@@ -830,28 +899,36 @@ def export_model(model, lang: str, out_dir, *, prefix: str = "pes", check: bool 
         for ill-conditioned kernel expansions), else ``RuntimeError``.
     check_structures : ndarray of shape (n, n_atoms, 3) [Å], optional
         Structures for the check (at most 1000 are used, evenly spaced);
-        default 200 random structures with distances in 0.8-3 Å.
+        default 200 random structures with distances in 0.8-3 Å (for a
+        many-body model, clusters of such monomers 3-6 Å apart).
+    n_monomers : int, optional
+        Required for many-body models (and only for them): the number of
+        monomers ``M`` of the exported cluster, whose library then has the
+        standard interface for ``M * monomer_size`` atoms (see
+        :mod:`pesfit.export_manybody`).
 
     Returns
     -------
     dict
         ``Path`` of each written file under the keys ``source``, (``header``),
         ``makefile``, ``driver``, ``getpot``, ``rpmd_adapter``,
-        ``ctypes_loader``; with ``check`` also ``library``, ``build_log`` (the
-        compilers' warnings, normally empty), ``driver_output`` and ``check``
+        ``ctypes_loader`` (many-body: also ``b<n>_source``, (``b<n>_header``)
+        for the unit of each body order ``n``); with ``check`` also
+        ``library``, ``build_log`` (the compilers' warnings, normally empty),
+        ``driver_output`` and ``check``
         (``n_structures``, ``max_energy_rel``, ``max_gradient_rel``,
         ``max_energy_abs`` [eV], ``max_gradient_abs`` [eV/Å], ...).
     """
     if lang not in LANGUAGES:
         raise ValueError(f"lang must be one of {sorted(LANGUAGES)}, got {lang!r}")
-    spec = _read_spec(model)
+    spec = _read_spec(model, n_monomers)
     if check:
         compiler = _find_compiler(lang)  # fail before writing anything
     out = Path(out_dir).resolve()
     result: dict = dict(_write_sources(spec, lang, out, prefix))
     if not check:
         return result
-    built = build(out, lang, prefix, compiler=compiler)
+    built = build(out, lang, prefix, compiler=compiler, parts=_parts(spec, prefix))
     result["library"] = built["library"]
     result["build_log"] = built["log"]
     proc = subprocess.run([str(built["driver"])], cwd=out, capture_output=True, text=True, timeout=60)

@@ -1,7 +1,9 @@
 """Many-body PIP models, purified n-body bases, fragmented PIPs and the PySCF driver."""
 from __future__ import annotations
 
+import importlib.util
 import json
+import shutil
 from itertools import combinations
 from pathlib import Path
 
@@ -10,7 +12,9 @@ import pytest
 
 from invariants import DistanceTransform, PermutationGroup, pip_basis
 from invariants._reference import reference_values
+from pesfit.cli import main
 from pesfit.data import Dataset
+from pesfit.export import export_model
 from pesfit.models import load_model
 from pesfit.models.fragments import FragmentedPIPModel, fragment_images, fragmented_basis
 from pesfit.models.manybody import (ClusterData, ClusterSpec, ManyBodyModel, cutoff_weights, load_clusters,
@@ -250,6 +254,115 @@ def test_shipped_water_data_decomposes():
         assert d.n_monomers == n_mon and "method" in d.meta
         eps = d.body_energies()
         np.testing.assert_allclose(sum(eps.values()), d.E, atol=1e-9)
+
+
+# ------------------------------------------------------------------ C and Fortran export
+@pytest.fixture(scope="module")
+def model2():
+    """A 2-body model on a given linear monomer model (its own 1-body unit in the export)."""
+    from pesfit.models.linear import LinearPIPModel
+
+    mono = _clusters(1, 200, 21)
+    mm = LinearPIPModel(degree=4, morse_a=1.5, ridge=1e-12).fit(Dataset(R=mono, z=[8, 1, 1], E=_e1(mono)))
+    return ManyBodyModel(max_body=2, degrees=(4, 3), morse_a=1.5, ridge=1e-10, monomer_model=mm,
+                         cutoffs=((5.0, 7.0),)).fit(_cluster_data(2, 150, 22))
+
+
+def _need(lang):
+    compiler = {"c": "gcc", "fortran": "gfortran"}[lang]
+    if shutil.which(compiler) is None:
+        pytest.skip(f"{compiler} is not installed (apt-get install -y {compiler})")
+
+
+def _export_clusters(n_mon, seed):
+    """Compact and stretched clusters: cutoff weights of 1 (3 for trimers), in between and 0."""
+    return np.concatenate([_clusters(n_mon, 25, seed, spacing) for spacing in (3.0, 4.5)])
+
+
+@pytest.mark.parametrize("lang", ["c", "fortran"])
+@pytest.mark.parametrize("n_mon", [3, 6])
+@pytest.mark.parametrize("body", [2, 3])
+def test_export_agrees_with_python(body, n_mon, lang, model, model2, tmp_path):
+    _need(lang)
+    R = _export_clusters(n_mon, 30 + n_mon)
+    res = export_model(model if body == 3 else model2, lang, tmp_path, n_monomers=n_mon, check=True,
+                       check_structures=R)
+    assert res["build_log"] == ""  # no compiler warnings
+    c = res["check"]
+    assert c["n_structures"] == len(R)
+    assert c["max_energy_rel"] <= 1e-10 and c["max_gradient_rel"] <= 1e-8
+    assert sorted(k for k in res if k.endswith("_source") and k != "source") == [f"b{n}_source"
+                                                                                 for n in range(1, body + 1)]
+    assert "status: 0" in res["driver_output"]
+
+
+def test_export_fewer_monomers_than_bodies_and_status(model, tmp_path):
+    """Two monomers of a 3-body model: no 3-body unit; bad input gives the documented status."""
+    _need("c")
+    res = export_model(model, "c", tmp_path, prefix="w2", n_monomers=2, check=True,
+                       check_structures=_export_clusters(2, 40))
+    assert not (tmp_path / "w2_b3.c").exists() and res["check"]["max_energy_rel"] <= 1e-10
+    spec = importlib.util.spec_from_file_location("pes_ctypes_mb", tmp_path / "pes_ctypes.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    pes = mod.CompiledPES(res["library"])
+    assert pes.natoms == 6 and "n_monomers=2" in pes.info
+    xyz = _clusters(2, 1, 41)[0] / 0.529177210903
+    e, g, st = pes.energy_gradient(xyz, return_status=True)
+    assert st == 0 and abs(e * 27.211386245988 - model.predict(xyz * 0.529177210903)) < 1e-12
+    bad = xyz.copy()
+    bad[4, 1] = np.nan
+    assert pes.energy(bad, return_status=True) == (0.0, 2)
+    bad = xyz.copy()
+    bad[5] = bad[4]  # two H of one monomer on top of each other
+    e, g, st = pes.energy_gradient(bad, return_status=True)
+    assert (e, st) == (0.0, 3) and not g.any()
+
+
+def test_export_four_body_spanning_trees(tmp_path):
+    """A 4-body term: the cutoff sums over the 16 spanning trees of a tetramer."""
+    _need("c")
+    data = [_cluster_data(n, 150, n) for n in (2, 3, 4)]
+    mb = ManyBodyModel(max_body=4, degrees=(3, 3, 2, 2), morse_a=1.5, ridge=1e-10,
+                       cutoffs=((6.0, 7.5), (5.0, 6.5), (4.0, 7.0))).fit(data)
+    res = export_model(mb, "c", tmp_path, n_monomers=5, check=True, check_structures=_export_clusters(5, 50))
+    assert res["build_log"] == "" and "static const int32_t NTREE[5] = {\n    0, 0, 1, 3, 16\n};" in (
+        res["source"].read_text())
+    assert res["check"]["max_energy_rel"] <= 1e-10 and res["check"]["max_gradient_rel"] <= 1e-8
+
+
+@pytest.mark.skipif(not (WATER / "trimers_test.npz").exists(), reason="water cluster data not generated")
+def test_cli_export_check_on_shipped_trimers(model, tmp_path, capsys):
+    _need("c")
+    model.save(tmp_path / "mb.json")
+    assert main(["export", str(tmp_path / "mb.json"), "--lang", "c", "--out", str(tmp_path / "o"), "--n-monomers",
+                 "3", "--check", "--data", str(WATER / "trimers_test.npz"), "--n-check", "40", "--json"]) == 0
+    c = json.loads(capsys.readouterr().out)["check"]
+    assert c["n_structures"] == 40 and c["max_energy_rel"] <= 1e-10 and c["max_gradient_rel"] <= 1e-8
+    assert main(["export", str(tmp_path / "mb.json"), "--lang", "c", "--out", str(tmp_path / "o"), "--n-monomers",
+                 "2", "--check", "--data", str(WATER / "trimers_test.npz")]) == 2
+    assert "needs clusters with atoms O H H O H H" in capsys.readouterr().err
+
+
+def test_export_needs_n_monomers(model, model2, tmp_path, monkeypatch, capsys):
+    with pytest.raises(ValueError, match=r"many-body.*n_monomers=M \(pesfit export --n-monomers M\)"):
+        export_model(model, "c", tmp_path)
+    with pytest.raises(ValueError, match="positive integer"):
+        export_model(model, "c", tmp_path, n_monomers=0)
+    with pytest.raises(ValueError, match="only for many-body models"):
+        export_model(model2.monomer_model_, "c", tmp_path, n_monomers=3)
+    model.save(tmp_path / "mb.json")
+    assert main(["export", str(tmp_path / "mb.json"), "--lang", "c", "--out", str(tmp_path / "o")]) == 2
+    assert "--n-monomers" in capsys.readouterr().err
+    assert main(["export", str(tmp_path / "mb.json"), "--lang", "fortran", "--out", str(tmp_path / "o"),
+                 "--n-monomers", "4"]) == 0
+    assert {p.name for p in (tmp_path / "o").glob("pes*.f90")} == {"pes.f90", "pes_b1.f90", "pes_b2.f90",
+                                                                   "pes_b3.f90"}
+    spec = model2.export_spec()
+    spec["monomer_model_spec"] = dict(spec["monomer_model_spec"], kind="gp_soap")
+    monkeypatch.setattr(model2, "export_spec", lambda: spec)
+    with pytest.raises(ValueError, match="monomer model of this many-body model cannot be compiled.*'gp_soap'"):
+        export_model(model2, "c", tmp_path, n_monomers=2)
 
 
 # ------------------------------------------------------------------ fragmented PIPs
