@@ -381,42 +381,7 @@ static void run(int n, const double *xyz, double *energy, double *grad, int *sta
     free(work);
 }
 
-int @P@_natoms(void)
-{
-    return NATOMS;
-}
-
-void @P@_energy(const double *xyz, double *energy, int *status)
-{
-    run(1, xyz, energy, NULL, status);
-}
-
-void @P@_energy_gradient(const double *xyz, double *energy, double *grad, int *status)
-{
-    run(1, xyz, energy, grad, status);
-}
-
-void @P@_energy_batch(int n, const double *xyz, double *energy, int *status)
-{
-    run(n, xyz, energy, NULL, status);
-}
-
-void @P@_energy_gradient_batch(int n, const double *xyz, double *energy, double *grad, int *status)
-{
-    run(n, xyz, energy, grad, status);
-}
-
-int @P@_info(char *buf, int len)
-{
-    const int n = (int) (sizeof(INFO) - 1);
-    if (buf != NULL && len > 0) {
-        const int m = n < len - 1 ? n : len - 1;
-        memcpy(buf, INFO, (size_t) m);
-        buf[m] = '\0';
-    }
-    return n;
-}
-"""
+""" + codegen.C_ENTRY_POINTS
 
 
 # -------------------------------------------------------------- Fortran
@@ -688,76 +653,7 @@ contains
     end do
   end subroutine run_batch
 
-  function @P@_natoms() result(n) &
-      bind(C, name="@P@_natoms")
-    integer(c_int) :: n
-    n = natoms
-  end function @P@_natoms
-
-  subroutine @P@_energy(xyz, energy, status) &
-      bind(C, name="@P@_energy")
-    real(c_double), intent(in) :: xyz(3*natoms)
-    real(c_double), intent(out) :: energy
-    integer(c_int), intent(out) :: status
-    real(dp) :: e(1), dummy(3*natoms, 1)
-    integer(c_int) :: st(1)
-    call run_batch(1, xyz, e, dummy, .false., st)
-    energy = e(1)
-    status = st(1)
-  end subroutine @P@_energy
-
-  subroutine @P@_energy_gradient(xyz, energy, grad, status) &
-      bind(C, name="@P@_energy_gradient")
-    real(c_double), intent(in) :: xyz(3*natoms)
-    real(c_double), intent(out) :: energy
-    real(c_double), intent(out) :: grad(3*natoms)
-    integer(c_int), intent(out) :: status
-    real(dp) :: e(1)
-    integer(c_int) :: st(1)
-    call run_batch(1, xyz, e, grad, .true., st)
-    energy = e(1)
-    status = st(1)
-  end subroutine @P@_energy_gradient
-
-  subroutine @P@_energy_batch(n, xyz, energy, status) &
-      bind(C, name="@P@_energy_batch")
-    integer(c_int), value, intent(in) :: n
-    real(c_double), intent(in) :: xyz(3*natoms, *)
-    real(c_double), intent(out) :: energy(*)
-    integer(c_int), intent(out) :: status(*)
-    real(dp) :: dummy(3*natoms, 1)
-    if (n <= 0) return
-    call run_batch(int(n), xyz, energy, dummy, .false., status)
-  end subroutine @P@_energy_batch
-
-  subroutine @P@_energy_gradient_batch(n, xyz, energy, grad, status) &
-      bind(C, name="@P@_energy_gradient_batch")
-    integer(c_int), value, intent(in) :: n
-    real(c_double), intent(in) :: xyz(3*natoms, *)
-    real(c_double), intent(out) :: energy(*)
-    real(c_double), intent(out) :: grad(3*natoms, *)
-    integer(c_int), intent(out) :: status(*)
-    if (n <= 0) return
-    call run_batch(int(n), xyz, energy, grad, .true., status)
-  end subroutine @P@_energy_gradient_batch
-
-  function @P@_info(buf, buflen) result(n) &
-      bind(C, name="@P@_info")
-    character(kind=c_char), intent(inout) :: buf(*)
-    integer(c_int), value, intent(in) :: buflen
-    integer(c_int) :: n
-    integer :: i, m
-    n = len(info_text, kind=c_int)
-    if (buflen <= 0) return
-    m = min(int(buflen) - 1, len(info_text))
-    do i = 1, m
-      buf(i) = info_text(i:i)
-    end do
-    buf(m + 1) = c_null_char
-  end function @P@_info
-
-end module @P@_model
-"""
+""" + codegen.F_ENTRY_POINTS
 
 _F_CASE = """    case ({t})
       if (want_grad) then
