@@ -44,6 +44,10 @@ def cmd_export(args) -> int:
         lines.append(f"  check on {c['n_structures']} structures: max energy rel {c['max_energy_rel']:.2e}, "
                      f"max gradient rel {c['max_gradient_rel']:.2e} (tolerances {c['energy_tolerance']:.1e}, "
                      f"{c['gradient_tolerance']:.1e})")
+        if "max_coupling_rel" in c:  # a diabatic model
+            lines.append(f"  diabatic: max U rel {c['max_u_rel']:.2e}, dU rel {c['max_du_rel']:.2e}, couplings rel "
+                         f"{c['max_coupling_rel']:.2e} ({c['n_coupling_structures']} structures away from "
+                         "degeneracies)")
     _emit(args, payload, "\n".join(lines))
     return 0
 

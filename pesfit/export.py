@@ -10,7 +10,12 @@ into one directory:
   training error.  A many-body model is exported for a fixed number of
   monomers (``n_monomers``): ``PREFIX.c|f90`` is then a cluster driver over
   one codegen unit per body order, ``PREFIX_b<n>.c|f90`` (see
-  :mod:`pesfit.export_manybody`), with the same interface;
+  :mod:`pesfit.export_manybody`), with the same interface.  A diabatic
+  model is a driver ``PREFIX.c|f90`` over one codegen unit per term of each
+  matrix element, ``PREFIX_u<i><j>_t<t>.c|f90`` (see
+  :mod:`pesfit.export_diabatic`), with ``PREFIX_diabatic`` and
+  ``PREFIX_adiabatic`` besides the standard interface, which returns the
+  lowest adiabatic state;
 * a ``Makefile`` building ``libPREFIX.so`` (``-O2 -fPIC -shared``), the
   example driver and the adapters;
 * ``example_driver.c|f90``: evaluates one built-in geometry and prints the
@@ -19,7 +24,8 @@ into one directory:
 * ``rpmd_adapter.c|f90``: RPMDrate-style
   ``get_potential(q, natoms, nbeads, V, dVdq, info)``;
 * ``pes_ctypes.py``: a pure-ctypes loader, ``CompiledPES(libpath)`` with
-  ``energy``, ``energy_gradient``, ``pyvibdmc`` and ``ase_calculator``.
+  ``energy``, ``energy_gradient``, ``pyvibdmc`` and ``ase_calculator``
+  (and ``diabatic``, ``adiabatic`` for a library that has them).
 
 The compiled code works in bohr and hartree: it multiplies coordinates by
 ``length_scale`` (bohr -> model length unit, 0.529177210903 Å) and energies
@@ -103,6 +109,11 @@ def _read_spec(model, n_monomers=None) -> dict:
     if n_monomers is not None:
         raise ValueError(f"n_monomers is only for many-body models; model kind {spec.get('kind')!r} has a fixed "
                          "number of atoms")
+    if spec.get("elements") is not None:
+        from .export_diabatic import read_diabatic_spec
+
+        _check_version(spec)
+        return read_diabatic_spec(spec)
     return _check_spec(spec)
 
 
@@ -111,9 +122,9 @@ def _check_spec(spec: dict) -> dict:
     _check_version(spec)
     if not _exportable(spec):
         raise ValueError(f"model kind {spec['kind']!r} cannot be exported: only models whose energy is linear "
-                         "in a basis program (linear, fragmented), a compiled head of it (networks, kernels) or a "
-                         "many-body expansion of such terms (many-body, with n_monomers) can be compiled; "
-                         "diabatic models are not exported yet")
+                         "in a basis program (linear, fragmented), a compiled head of it (networks, kernels), a "
+                         "many-body expansion of such terms (many-body, with n_monomers) or a diabatic matrix "
+                         "whose elements are pseudoscalar monomials times such terms (diabatic) can be compiled")
     missing = [k for k in _REQUIRED if k not in spec]
     if missing:
         raise ValueError(f"model export spec lacks fields {missing}")
@@ -147,6 +158,10 @@ def _model_lines(spec: dict, prefix: str) -> list[str]:
         from .export_manybody import cluster_lines
 
         return cluster_lines(spec, prefix)
+    if spec.get("diabatic") is not None:
+        from .export_diabatic import diabatic_lines
+
+        return diabatic_lines(spec, prefix)
     return [f"basis: {spec['program'].n_outputs} functions, {spec['program'].n_nodes} program nodes, "
             f"distance transform {spec['transform'].kind}",
             *([f"energy: {spec['head'].description}"] if spec.get("head") is not None else [])]
@@ -188,7 +203,11 @@ def _info(spec: dict) -> str:
 
 
 def _parts(spec: dict, prefix: str) -> list[str]:
-    """File stems of the term units a many-body export links besides ``prefix`` (none otherwise)."""
+    """File stems of the units a many-body or diabatic export links besides ``prefix`` (none otherwise)."""
+    if spec.get("diabatic") is not None:
+        from .export_diabatic import unit_names
+
+        return unit_names(spec, prefix)
     cl = spec.get("cluster")
     return [] if cl is None else [f"{prefix}_b{u['body']}" for u in cl["units"]]
 
@@ -563,6 +582,10 @@ Units: coordinates in bohr, energies in hartree, gradients in hartree/bohr;
 >>> pes = CompiledPES("lib@P@.so")          # doctest: +SKIP
 >>> pes.energy(xyz_bohr)                     # (natoms, 3) -> float   # doctest: +SKIP
 >>> pes.energy(many_xyz_bohr)                # (n, natoms, 3) -> (n,) # doctest: +SKIP
+
+A diabatic potential (``pes.nstates`` states) also has ``diabatic`` (matrix
+and its gradient) and ``adiabatic`` (energies, gradients, couplings); its
+``energy`` and ``energy_gradient`` are those of the lowest adiabatic state.
 """
 import ctypes
 import os
@@ -600,6 +623,8 @@ class CompiledPES:
     symbols : tuple of str
     info : str
         Metadata string of the library.
+    nstates : int or None
+        Electronic states of a diabatic potential (None: a single-state one).
     """
 
     def __init__(self, libpath=None):
@@ -624,6 +649,15 @@ class CompiledPES:
         buf = ctypes.create_string_buffer(n + 1)
         lib.@P@_info(buf, n + 1)
         self.info = buf.value.decode("ascii", "replace")
+        self.nstates = None
+        if hasattr(lib, "@P@_diabatic") and hasattr(lib, "@P@_adiabatic"):
+            lib.@P@_nstates.restype = ctypes.c_int
+            lib.@P@_nstates.argtypes = []
+            lib.@P@_diabatic.restype = None
+            lib.@P@_diabatic.argtypes = [_dp, _dp, _dp, _ip]
+            lib.@P@_adiabatic.restype = None
+            lib.@P@_adiabatic.argtypes = [_dp, _dp, _dp, _dp, _ip]
+            self.nstates = int(lib.@P@_nstates())
 
     def __repr__(self):
         return f"CompiledPES({self.libpath!r})"
@@ -663,6 +697,43 @@ class CompiledPES:
         if single:
             e, g, st = float(e[0]), g[0], int(st[0])
         return (e, g, st) if return_status else (e, g)
+
+    def _states(self, xyz, name):
+        if self.nstates is None:
+            raise RuntimeError(f"{self.libpath} is a single-state potential: it has no {PREFIX}_{name}")
+        return self._coords(xyz)
+
+    def diabatic(self, xyz, *, return_status=False):
+        """Diabatic matrix U (nstates, nstates) [hartree] and dU/dxyz (nstates, nstates, natoms, 3)
+        [hartree/bohr] of one geometry (natoms, 3) [bohr]; many (n, natoms, 3) add a leading axis."""
+        xyz, single = self._states(xyz, "diabatic")
+        n, ns = xyz.shape[0], self.nstates
+        U = np.zeros((n, ns, ns))
+        dU = np.zeros((n, ns, ns, self.natoms, 3))
+        st = np.zeros(n, dtype=np.intc)
+        for s in range(n):
+            self._lib.@P@_diabatic(xyz[s].ctypes.data_as(_dp), U[s].ctypes.data_as(_dp),
+                                   dU[s].ctypes.data_as(_dp), st[s:].ctypes.data_as(_ip))
+        if single:
+            U, dU, st = U[0], dU[0], int(st[0])
+        return (U, dU, st) if return_status else (U, dU)
+
+    def adiabatic(self, xyz, *, return_status=False):
+        """Ascending adiabatic energies E (nstates,) [hartree], their gradients G (nstates, natoms, 3)
+        [hartree/bohr] and the nonadiabatic couplings D (nstates, nstates, natoms, 3) [1/bohr],
+        D[k, l] = <k|d/dxyz l>, of one geometry (natoms, 3) [bohr]; many (n, natoms, 3) add a leading axis."""
+        xyz, single = self._states(xyz, "adiabatic")
+        n, ns = xyz.shape[0], self.nstates
+        E = np.zeros((n, ns))
+        G = np.zeros((n, ns, self.natoms, 3))
+        D = np.zeros((n, ns, ns, self.natoms, 3))
+        st = np.zeros(n, dtype=np.intc)
+        for s in range(n):
+            self._lib.@P@_adiabatic(xyz[s].ctypes.data_as(_dp), E[s].ctypes.data_as(_dp), G[s].ctypes.data_as(_dp),
+                                    D[s].ctypes.data_as(_dp), st[s:].ctypes.data_as(_ip))
+        if single:
+            E, G, D, st = E[0], G[0], D[0], int(st[0])
+        return (E, G, D, st) if return_status else (E, G, D)
 
     def pyvibdmc(self, cds):
         """PyVibDMC potential: walkers ``cds`` (n_walkers, natoms, 3) [bohr] -> energies (n_walkers,) [hartree]."""
@@ -710,6 +781,10 @@ def _write_sources(spec: dict, lang: str, out: Path, prefix: str) -> dict:
         from .export_manybody import cluster_sources
 
         files.update(cluster_sources(spec, lang, prefix, comment, _info(spec)))
+    elif spec.get("diabatic") is not None:
+        from .export_diabatic import diabatic_sources
+
+        files.update(diabatic_sources(spec, lang, prefix, comment, _info(spec)))
     else:
         common = dict(program=spec["program"], transform=spec["transform"], weights=spec["weights"],
                       head=spec["head"], prefix=prefix, header_comment=comment, length_scale=spec["length_scale"],
@@ -829,6 +904,11 @@ def _check(spec: dict, lib_path: Path, prefix: str, structures) -> dict:
                              f"got {R.shape}")
         if len(R) > MAX_CHECK_STRUCTURES:
             R = R[np.linspace(0, len(R) - 1, MAX_CHECK_STRUCTURES).round().astype(int)]
+    if spec.get("diabatic") is not None:
+        from .export_diabatic import check_diabatic
+
+        with tempfile.TemporaryDirectory(prefix="pesfit_check_") as tmp:
+            return check_diabatic(spec, _load_private_copy(lib_path, tmp), prefix, R, ENERGY_RTOL, GRADIENT_RTOL)
     ls, es = spec["length_scale"], spec["energy_scale"]
     xyz = R / ls
     R_used = xyz * ls  # exactly the coordinates the library sees
@@ -884,7 +964,9 @@ def export_model(model, lang: str, out_dir, *, prefix: str = "pes", check: bool 
     model : fitted pesfit model
         Anything with ``export_spec()`` (see the module docstring): models
         linear in a basis program (kinds ``linear_*``), with a compiled head
-        (networks, kernels) or many-body expansions of such terms.
+        (networks, kernels), many-body expansions of such terms, or diabatic
+        matrices (:mod:`pesfit.export_diabatic`; the standard entry points
+        then return the lowest adiabatic state).
     lang : {"c", "fortran"}
     out_dir : str or Path
         Created if needed; existing files of the same names are replaced.
@@ -896,7 +978,11 @@ def export_model(model, lang: str, out_dir, *, prefix: str = "pes", check: bool 
         library with ctypes and compare with ``spec["predict"]``: max
         ``|dE| / max|E|`` must be <= 1e-10 and max ``|dG| / max|G|`` <= 1e-8
         (or 10x the model's own change when its inputs move by a few ulp,
-        for ill-conditioned kernel expansions), else ``RuntimeError``.
+        for ill-conditioned kernel expansions), else ``RuntimeError``.  A
+        diabatic model is compared on ``U`` and the adiabatic energies
+        (1e-10), ``dU``, the adiabatic gradients and the couplings (1e-8),
+        gradients and couplings away from near-degeneracies
+        (:func:`pesfit.export_diabatic.check_diabatic`).
     check_structures : ndarray of shape (n, n_atoms, 3) [Å], optional
         Structures for the check (at most 1000 are used, evenly spaced);
         default 200 random structures with distances in 0.8-3 Å (for a
@@ -913,11 +999,14 @@ def export_model(model, lang: str, out_dir, *, prefix: str = "pes", check: bool 
         ``Path`` of each written file under the keys ``source``, (``header``),
         ``makefile``, ``driver``, ``getpot``, ``rpmd_adapter``,
         ``ctypes_loader`` (many-body: also ``b<n>_source``, (``b<n>_header``)
-        for the unit of each body order ``n``); with ``check`` also
+        for the unit of each body order ``n``; diabatic: ``u<i><j>_t<t>_source``,
+        (``u<i><j>_t<t>_header``) for each term); with ``check`` also
         ``library``, ``build_log`` (the compilers' warnings, normally empty),
         ``driver_output`` and ``check``
         (``n_structures``, ``max_energy_rel``, ``max_gradient_rel``,
-        ``max_energy_abs`` [eV], ``max_gradient_abs`` [eV/Å], ...).
+        ``max_energy_abs`` [eV], ``max_gradient_abs`` [eV/Å], ...; diabatic
+        also ``max_u_rel``, ``max_du_rel``, ``max_coupling_rel``,
+        ``n_gradient_structures``, ``n_coupling_structures``).
     """
     if lang not in LANGUAGES:
         raise ValueError(f"lang must be one of {sorted(LANGUAGES)}, got {lang!r}")

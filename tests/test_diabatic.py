@@ -1,5 +1,8 @@
 """Diabatic model: symmetry of couplings, adiabatic quantities, Jacobians, three states, files, bad input."""
+import ctypes
+import importlib.util
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -8,6 +11,7 @@ from invariants import DistanceTransform, PermutationGroup
 from invariants.evaluate import evaluate as evaluate_program
 from pesfit.data import Dataset, load_npz
 from pesfit.datasets import shipped_path
+from pesfit.export import export_model
 from pesfit.models import DiabaticModel, load_model
 from pesfit.models.diabatic import (_AdiabaticProblem, _pseudoscalar_values, adiabatic_states, build_elements,
                                     design, element_pairs, prune_elements)
@@ -248,9 +252,15 @@ def test_analytic_three_state_symmetries():
         assert np.allclose(Ui[:, i, j], c * U[:, i, j])
 
 
-def test_three_state_fit(three_state):
-    train, test = three_state
-    model = DiabaticModel(n_states=3, irreps=["A1'", "A2''", "A2'"], degree=4, morse_a=1.5, ridge=0.0).fit(train)
+@pytest.fixture(scope="module")
+def three_state_model(three_state):
+    model = DiabaticModel(n_states=3, irreps=["A1'", "A2''", "A2'"], degree=4, morse_a=1.5, ridge=0.0)
+    return model.fit(three_state[0])
+
+
+def test_three_state_fit(three_state, three_state_model):
+    _, test = three_state
+    model = three_state_model
     assert [str(e.irrep) for e in model.elements_] == ["A1'", "A2''", "A2'", "A1'", "A1''", "A1'"]
     rep = model.evaluate(test)
     Ut = np.asarray(test.U)
@@ -378,3 +388,157 @@ def test_cli_fit_json(capsys):
                  "--states", "3", "--json", "--quiet"])
     assert code == 2
     assert "declared with 3 states" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------- C and Fortran export
+BOHR = 0.529177210903  # Å
+HARTREE = 27.211386245988  # eV
+
+
+def _need(lang):
+    compiler = {"c": "gcc", "fortran": "gfortran"}[lang]
+    if shutil.which(compiler) is None:
+        pytest.skip(f"{compiler} is not installed (apt-get install -y {compiler})")
+
+
+def _loader(out, name):
+    spec = importlib.util.spec_from_file_location(name, out / "pes_ctypes.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.parametrize("lang", ["c", "fortran"])
+@pytest.mark.parametrize("which", ["nh3", "three_state"])
+def test_export_agrees_with_python(which, lang, nh3, nh3_model, three_state_model, tmp_path):
+    """U, dU, adiabatic energies, gradients and couplings of the library against Python (check=True, ctypes)."""
+    _need(lang)
+    model = nh3_model if which == "nh3" else three_state_model
+    ns = model.n_states_
+    R = np.asarray(nh3[1].R[:150])
+    res = export_model(model, lang, tmp_path, check=True, check_structures=R)
+    assert res["build_log"] == ""  # no compiler warnings
+    c = res["check"]
+    assert c["n_structures"] == 150 and c["n_coupling_structures"] == 150  # no near-degeneracy here
+    assert c["max_u_rel"] <= 1e-10 and c["max_energy_rel"] <= 1e-10
+    assert max(c["max_du_rel"], c["max_gradient_rel"], c["max_coupling_rel"]) <= 1e-8
+    labels = sorted(f"u{e.i + 1}{e.j + 1}_t{k}" for e in model.elements_ for k in range(len(e.terms)))
+    assert sorted(k[:-7] for k in res if k.endswith("_source") and k != "source") == labels
+    assert "status: 0" in res["driver_output"]
+
+    # through the ctypes loader (bohr, hartree) against the model (Å, eV)
+    pes = _loader(tmp_path, f"pes_ctypes_dia_{which}_{lang}").CompiledPES(res["library"])
+    assert pes.nstates == ns and pes.natoms == 4 and f"nstates={ns}" in pes.info
+    xyz = R[:5] / BOHR
+    ref = model.predict_adiabatic(xyz * BOHR)
+    U, dU = pes.diabatic(xyz)
+    E, G, D, st = pes.adiabatic(xyz, return_status=True)
+    assert U.shape == (5, ns, ns) and dU.shape == (5, ns, ns, 4, 3) and D.shape == (5, ns, ns, 4, 3)
+    assert not st.any()
+    for got, want in ((U * HARTREE, ref["U"]), (E * HARTREE, ref["energies"])):
+        assert np.max(np.abs(got - want)) <= 1e-12 * np.max(np.abs(want))
+    for got, want in ((dU * HARTREE / BOHR, ref["dU"]), (G * HARTREE / BOHR, ref["gradients"]),
+                      (D / BOHR, ref["nac"])):
+        assert np.max(np.abs(got - want)) <= 1e-10 * np.max(np.abs(want))
+    assert np.array_equal(D, -D.transpose(0, 2, 1, 3, 4))
+    e, g = pes.energy_gradient(xyz)  # the standard interface: the lowest adiabatic state
+    assert np.array_equal(e, E[:, 0]) and np.array_equal(g, G[:, 0])
+
+    # NULL for the optional outputs; bad input zeroes every output
+    dp = ctypes.POINTER(ctypes.c_double)
+    U1, E1, st1 = np.zeros((ns, ns)), np.zeros(ns), ctypes.c_int(-1)
+    pes._lib.pes_diabatic(xyz[0].ctypes.data_as(dp), U1.ctypes.data_as(dp), None, ctypes.byref(st1))
+    assert np.array_equal(U1, U[0]) and st1.value == 0
+    pes._lib.pes_adiabatic(xyz[0].ctypes.data_as(dp), E1.ctypes.data_as(dp), None, None, ctypes.byref(st1))
+    assert np.array_equal(E1, E[0]) and st1.value == 0
+    bad = xyz[0].copy()
+    bad[1, 2] = np.nan
+    for out in (pes.diabatic(bad, return_status=True), pes.adiabatic(bad, return_status=True)):
+        assert out[-1] == 2 and not any(np.any(a) for a in out[:-1])
+    bad = xyz[0].copy()
+    bad[3] = bad[2]
+    out = pes.adiabatic(bad, return_status=True)
+    assert out[-1] == 3 and not any(np.any(a) for a in out[:-1])
+
+
+def test_export_exact_degeneracy(nh3, nh3_model, monkeypatch, tmp_path):
+    """U22 = U11 and U12 = 0: degenerate everywhere; finite outputs, zero couplings; the check skips G and d."""
+    _need("c")
+    spec = nh3_model.export_spec()
+    spec["elements"][2]["terms"] = spec["elements"][0]["terms"]
+    for t in spec["elements"][1]["terms"]:
+        t["weights"] = 0.0 * t["weights"]
+
+    def predict_adiabatic(R):
+        U, dU = nh3_model.predict_diabatic(R, gradient=True)
+        U[:, 1, 1], dU[:, 1, 1] = U[:, 0, 0], dU[:, 0, 0]
+        U[:, 0, 1] = U[:, 1, 0] = dU[:, 0, 1] = dU[:, 1, 0] = 0.0
+        return dict(adiabatic_states(U, dU), U=U, dU=dU)
+
+    spec["predict_adiabatic"] = predict_adiabatic
+    monkeypatch.setattr(nh3_model, "export_spec", lambda: spec)
+    R = np.asarray(nh3[1].R[:20])
+    res = export_model(nh3_model, "c", tmp_path, check=True, check_structures=R)
+    c = res["check"]
+    assert c["n_structures"] == 20 and c["n_gradient_structures"] == 0 and c["n_coupling_structures"] == 0
+    assert c["max_u_rel"] <= 1e-10 and c["max_energy_rel"] <= 1e-10 and c["max_du_rel"] <= 1e-8
+    pes = _loader(tmp_path, "pes_ctypes_dia_degenerate").CompiledPES(res["library"])
+    U, dU = pes.diabatic(R / BOHR)
+    E, G, D = pes.adiabatic(R / BOHR)
+    assert np.array_equal(E[:, 0], E[:, 1]) and np.array_equal(E[:, 0], U[:, 0, 0]) and not D.any()
+    assert np.array_equal(G[:, 0], dU[:, 0, 0]) and np.array_equal(G[:, 1], dU[:, 0, 0])
+
+
+def test_export_check_catches_a_wrong_coefficient(nh3, nh3_model, monkeypatch, tmp_path):
+    _need("c")
+    spec = nh3_model.export_spec()
+    w = spec["elements"][1]["terms"][0]["weights"]  # U12 = Psi (w . p) + Psi^3 (...)
+    w[np.argmax(np.abs(w))] *= 1 + 1e-8
+    monkeypatch.setattr(nh3_model, "export_spec", lambda: spec)
+    with pytest.raises(RuntimeError, match=r"diabatic potentials disagree.*deviation of u \d"):
+        export_model(nh3_model, "c", tmp_path, check=True, check_structures=np.asarray(nh3[1].R[:50]))
+
+
+@pytest.mark.parametrize("lang", ["c", "fortran"])
+def test_export_without_pseudoscalars(lang, tmp_path):
+    """Three atoms (no pseudoscalar), states A1' and A2': empty pseudoscalar tables compile without warnings."""
+    _need(lang)
+    rng = np.random.default_rng(0)
+    R = np.array([[0.0, 0, 0], [0.9, 0, 0], [0.4, 0.8, 0]]) + rng.normal(0, 0.12, (200, 3, 3))
+    r = np.linalg.norm(R[:, [0, 0, 1]] - R[:, [1, 2, 2]], axis=-1)
+    U = np.zeros((200, 2, 2))
+    U[:, 0, 0] = (3 * (1 - np.exp(-2 * (r - 0.9))) ** 2).sum(1)
+    U[:, 1, 1] = 2.0 + (2 * (1 - np.exp(-1.5 * (r - 1.0))) ** 2).sum(1)
+    U[:, 0, 1] = U[:, 1, 0] = 5 * (r[:, 0] - r[:, 1]) * (r[:, 0] - r[:, 2]) * (r[:, 1] - r[:, 2])
+    model = DiabaticModel(irreps="A1',A2'", degree=3, morse_a=1.0, ridge=0.0).fit(
+        Dataset(R=R, z=[1, 1, 1], E=np.linalg.eigvalsh(U), U=U))
+    assert model.pseudoscalars_ == []
+    res = export_model(model, lang, tmp_path, check=True, check_structures=R[:50])
+    assert res["build_log"] == ""
+    c = res["check"]
+    assert c["max_u_rel"] <= 1e-10 and c["max_energy_rel"] <= 1e-10 and c["n_coupling_structures"] == 50
+    assert max(c["max_du_rel"], c["max_gradient_rel"], c["max_coupling_rel"]) <= 1e-8
+
+
+def test_export_bad_input(nh3_model, monkeypatch, tmp_path):
+    with pytest.raises(ValueError, match="only for many-body models"):
+        export_model(nh3_model, "c", tmp_path, n_monomers=2)
+    with pytest.raises(ValueError, match="too long for this diabatic model.*use at most 25 characters"):
+        export_model(nh3_model, "c", tmp_path, prefix="p" * 28)
+    spec = nh3_model.export_spec()
+    spec["elements"] = spec["elements"][:2]
+    monkeypatch.setattr(nh3_model, "export_spec", lambda: spec)
+    with pytest.raises(ValueError, match="not the upper triangle of a 2x2 matrix"):
+        export_model(nh3_model, "c", tmp_path)
+
+
+def test_cli_export_check(nh3_model, tmp_path, capsys):
+    _need("c")
+    from pesfit.cli import main
+
+    nh3_model.save(tmp_path / "dia.json")
+    assert main(["export", str(tmp_path / "dia.json"), "--lang", "c", "--out", str(tmp_path / "o"), "--check",
+                 "--data", str(shipped_path("nh3_dpem", "test")), "--n-check", "40"]) == 0
+    out = capsys.readouterr().out
+    assert "check on 40 structures" in out and "diabatic: max U rel" in out
+    assert (tmp_path / "o" / "pes_u12_t1.c").exists()

@@ -151,6 +151,9 @@ def test_ctypes_loader(exported):
     np.testing.assert_allclose(v, e[:50], rtol=1e-14, atol=0)
     with pytest.raises(ValueError, match="shape"):
         pes.energy(np.zeros((3, 3)))
+    assert pes.nstates is None  # diabatic() and adiabatic() are for diabatic libraries only
+    with pytest.raises(RuntimeError, match="single-state potential: it has no pes_adiabatic"):
+        pes.adiabatic(xyz[0])
 
 
 def test_ase_calculator(exported):
