@@ -58,10 +58,11 @@ def water(args) -> None:
     print(f"water: {tr2.meta['method']}; train {tr2.n_structures} dimers + {tr3.n_structures} trimers, "
           f"test {te2.n_structures} dimers + {te3.n_structures} trimers")
     t0 = time.perf_counter()
-    model = ManyBodyModel(max_body=3, degrees=(6, args.deg2, 3), cutoffs=((6.5, 8.0), (5.5, 7.0)),
+    model = ManyBodyModel(max_body=3, degrees=(6, args.deg2, (3, 4)), cutoffs=((6.5, 8.0), (5.5, 7.0)),
                           max_intra_degree=(None, args.intra2, None)).fit([tr2, tr3])
     n2 = sum(len(S) == 2 for S in tr2.body_energies()) * tr2.n_structures + 3 * tr3.n_structures
-    print(f"  fit {time.perf_counter() - t0:.1f} s; basis sizes {model.hyperparameters_['n_basis']}; "
+    print(f"  fit {time.perf_counter() - t0:.1f} s; degrees {model.hyperparameters_['degrees']} (3-body: 3 or 4 "
+          f"by 4-fold CV); basis sizes {model.hyperparameters_['n_basis']}; "
           f"Morse a {model.hyperparameters_['morse_a']}; ridge {model.hyperparameters_['ridge']}; "
           f"{n2} training 2-body energies")
     print(f"  {'quantity':<58s} {'value':>12s} {'unit':<9s} {'target':<10s}")

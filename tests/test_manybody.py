@@ -228,6 +228,21 @@ def test_repeatable_fit_and_total_energy_target():
     assert tot.evaluate_bodies(_cluster_data(2, 40, 14))["total"]["energy_rmse_meV"] < 5.0
 
 
+def test_degree_chosen_by_cross_validation():
+    d2 = _cluster_data(2, 150, 21)
+    m = ManyBodyModel(max_body=2, degrees=(3, (1, 3)), morse_a=1.5).fit([d2])
+    tried = {r["degree"] for r in m.cv_results_ if r["body"] == 2}
+    assert tried == {1, 3}
+    best = min((r for r in m.cv_results_ if r["body"] == 2), key=lambda r: r["cv_energy_rmse_meV"])
+    assert m.hyperparameters_["degrees"]["2"] == best["degree"] == 3     # degree 1 cannot fit the 2-body term
+    assert m.bases_[2].max_degree == 3
+    with pytest.raises(ValueError, match="needs n-body energies"):
+        ManyBodyModel(max_body=2, degrees=(3, (1, 3)), target="total").fit(
+            [Dataset(R=d2.R, z=[8, 1, 1] * 2, E=d2.E)])
+    with pytest.raises(ValueError, match="positive integers"):
+        ManyBodyModel(max_body=2, degrees=(3, ())).fit([d2])
+
+
 def test_bad_parameters_are_explained():
     with pytest.raises(ValueError, match="one entry per body order"):
         ManyBodyModel(max_body=2, degrees=(4, 3, 3)).fit(_cluster_data(2, 20, 0))

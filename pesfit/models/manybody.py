@@ -585,8 +585,11 @@ class ManyBodyModel(ModelBase):
         Like atoms permutable inside a monomer (default: all like atoms).
     max_body : int
         Highest body order (1: monomers only; 2: + pairs; 3: + triples; ...).
-    degrees : sequence of int
-        Polynomial degree per body order 1..max_body.
+    degrees : sequence of (int or sequence of int)
+        Polynomial degree per body order 1..max_body; a sequence of
+        candidates is chosen by K-fold CV on that term's n-body energies
+        (with the Morse range and ridge; candidates with at least as many
+        functions as energies are skipped).
     max_intra_degree : sequence of (int or None), optional
         Per body order, the maximum degree in intra-monomer variables (the
         1-body entry is ignored).
@@ -689,7 +692,10 @@ class ManyBodyModel(ModelBase):
             raise ValueError(f"center must be an atom index of the {spec.size}-atom monomer, got {self.center}")
         degrees = _per_body(self.degrees, mb, "degrees")
         default_deg = [6, 4, 3, 2]
-        degrees = [default_deg[min(k, 3)] if d is None else int(d) for k, d in enumerate(degrees)]
+        degrees = [(default_deg[min(k, 3)],) if d is None else
+                   tuple(int(v) for v in (d if isinstance(d, (tuple, list)) else (d,))) for k, d in enumerate(degrees)]
+        if any(len(d) == 0 or min(d) < 1 for d in degrees):
+            raise ValueError(f"degrees must be positive integers or non-empty lists of them, got {self.degrees!r}")
         intra = _per_body(self.max_intra_degree, mb, "max_intra_degree")
         morse = _per_body(self.morse_a, mb, "morse_a")
         if self.cutoffs is None:
@@ -782,17 +788,22 @@ class ManyBodyModel(ModelBase):
         self.cv_results_ = []
         self.ridges_ = {}
         fitted = [n for n in range(1, mb + 1) if not (n == 1 and self.monomer_model_ is not None)]
+        candidates = {}
         for n in fitted:
             kw = {} if n == 1 else {"max_intra_degree": cfg["intra"][n - 1]}
-            self.bases_[n] = nbody_basis(spec, n, cfg["degrees"][n - 1], **kw)
+            candidates[n] = [nbody_basis(spec, n, d, **kw) for d in cfg["degrees"][n - 1]]
+            self.bases_[n] = candidates[n][-1]
         if totals:
+            if any(len(c) > 1 for c in candidates.values()):
+                raise ValueError("a choice of degrees by CV needs n-body energies (sub-cluster energies); with total "
+                                 "energies give one degree per body order")
             self._fit_joint(rows, totals, cfg, fitted, progress)
         else:
             missing = [n for n in fitted if n not in rows]
             if missing:
                 raise ValueError(f"no {missing}-body energies in the data; add such clusters or lower max_body")
             for k, n in enumerate(fitted):
-                self._fit_body(n, *rows[n], cfg, progress, (k, len(fitted)))
+                self._fit_body(n, *rows[n], cfg, candidates[n], progress, (k, len(fitted)))
         group1 = spec.group(1)
         t1 = self.transforms_.get(1) or getattr(self.monomer_model_.molecule_, "transform")
         self.molecule_ = Molecule(spec.monomer, group1, t1)
@@ -832,43 +843,47 @@ class ManyBodyModel(ModelBase):
         a = cfg["morse"][n - 1]
         return [float(a)] if a is not None else [float(v) for v in self.morse_grid]
 
-    def _fit_body(self, n, Rn, y, cfg, progress, where):
-        """One term on its own n-body energies, Morse range and ridge by K-fold CV."""
+    def _fit_body(self, n, Rn, y, cfg, bases, progress, where):
+        """One term on its own n-body energies; degree (one of ``bases``), Morse range and ridge by K-fold CV."""
         m = cfg["spec"].size
-        basis = self.bases_[n]
         cut = cfg["cutoffs"][n - 1]
         w = cutoff_weights(Rn[:, self.center::m][:, :n], cut)
         keep = w > 0
         Rn, y = Rn[keep], y[keep]
         rw = self._row_weights(y)
-        if basis.n_basis >= len(y):
-            raise ValueError(f"the {n}-body basis has {basis.n_basis} functions for {len(y)} n-body energies; "
+        usable = [b for b in bases if b.n_basis < len(y)]
+        if not usable:
+            raise ValueError(f"the {n}-body basis has {bases[0].n_basis} functions for {len(y)} n-body energies; "
                              "lower its degree or add data")
         grid = self._grid(cfg, n)
         ridges = [float(self.ridge)] if self.ridge is not None else list(DEFAULT_RIDGE_GRID)
         rng = np.random.default_rng(self.random_state)
         folds = np.array_split(rng.permutation(len(y)), self.cv_folds)
         best = None
-        for ia, a in enumerate(grid):
-            T = DistanceTransform("morse", a)
-            P = term_features(basis, T, Rn, n, m, center=self.center, cutoff=cut)
-            if len(grid) * len(ridges) > 1:
-                sse = np.zeros(len(ridges))
-                for val in folds:
-                    tr = np.setdiff1d(np.arange(len(y)), val)
-                    sols = weighted_lstsq_path(P[tr] * rw[tr, None], y[tr] * rw[tr], ridges)
-                    for j, c in enumerate(sols):
-                        sse[j] += np.sum((P[val] @ c - y[val]) ** 2)
-                for j, lam in enumerate(ridges):
-                    rmse = 1000 * float(np.sqrt(sse[j] / len(y)))
-                    self.cv_results_.append({"body": n, "morse_a": a, "ridge": lam, "cv_energy_rmse_meV": rmse})
-                    if best is None or rmse < best[0]:
-                        best = (rmse, a, lam)
-            else:
-                best = (None, a, ridges[0])
-            if progress is not None:
-                progress(where[0] * len(grid) + ia + 1, where[1] * len(grid), f"{n}-body a={a:g}")
-        _, a, lam = best
+        for basis in usable:
+            for ia, a in enumerate(grid):
+                T = DistanceTransform("morse", a)
+                P = term_features(basis, T, Rn, n, m, center=self.center, cutoff=cut)
+                if len(usable) * len(grid) * len(ridges) > 1:
+                    sse = np.zeros(len(ridges))
+                    for val in folds:
+                        tr = np.setdiff1d(np.arange(len(y)), val)
+                        sols = weighted_lstsq_path(P[tr] * rw[tr, None], y[tr] * rw[tr], ridges)
+                        for j, c in enumerate(sols):
+                            sse[j] += np.sum((P[val] @ c - y[val]) ** 2)
+                    for j, lam in enumerate(ridges):
+                        rmse = 1000 * float(np.sqrt(sse[j] / len(y)))
+                        self.cv_results_.append({"body": n, "degree": int(basis.max_degree), "morse_a": a,
+                                                 "ridge": lam, "cv_energy_rmse_meV": rmse})
+                        if best is None or rmse < best[0]:
+                            best = (rmse, basis, a, lam)
+                else:
+                    best = (None, basis, a, ridges[0])
+                if progress is not None:
+                    progress(where[0] * len(grid) + ia + 1, where[1] * len(grid),
+                             f"{n}-body degree {basis.max_degree} a={a:g}")
+        _, basis, a, lam = best
+        self.bases_[n] = basis
         T = DistanceTransform("morse", a)
         P = term_features(basis, T, Rn, n, m, center=self.center, cutoff=cut)
         self.coefs_[n] = weighted_lstsq_path(P * rw[:, None], y * rw, [lam])[0]
