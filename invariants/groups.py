@@ -16,7 +16,7 @@ from itertools import product as iproduct
 
 import numpy as np
 
-__all__ = ["PermutationGroup", "distance_pairs", "parse_formula"]
+__all__ = ["PermutationGroup", "distance_pairs", "parse_formula", "permutation_sign"]
 
 #: Enumerating more elements than this is refused (cycle types of symmetric
 #: blocks never need enumeration).
@@ -58,6 +58,15 @@ def _cycle_lengths(perm) -> tuple[int, ...]:
             n += 1
         lengths.append(n)
     return tuple(sorted(lengths, reverse=True))
+
+
+def permutation_sign(perm) -> int:
+    """+1 for an even permutation (a sequence of the images of 0..n-1), -1 for an odd one.
+
+    >>> permutation_sign((1, 0, 2)), permutation_sign((1, 2, 0))
+    (-1, 1)
+    """
+    return -1 if sum(n - 1 for n in _cycle_lengths(perm)) % 2 else 1
 
 
 def _partitions(n: int, largest: int | None = None):

@@ -11,26 +11,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .groups import PermutationGroup
+from .groups import PermutationGroup, permutation_sign
 from .monomials import MonomialOrbits
 
 __all__ = ["Character", "signed_orbits"]
-
-
-def _parity(perm) -> int:
-    seen = [False] * len(perm)
-    sign = 1
-    for s in range(len(perm)):
-        if seen[s]:
-            continue
-        n, i = 0, s
-        while not seen[i]:
-            seen[i] = True
-            i = perm[i]
-            n += 1
-        if n % 2 == 0:
-            sign = -sign
-    return sign
 
 
 class Character:
@@ -54,7 +38,7 @@ class Character:
             if values not in ("sign", "trivial"):
                 raise ValueError(f"unknown character {values!r}; use 'sign', 'trivial', a callable or a list")
             self.name = values
-            fn = _parity if values == "sign" else (lambda p: 1)
+            fn = permutation_sign if values == "sign" else (lambda p: 1)
             self.generator_values = tuple(fn(g) for g in group.generators)
             self._fn = fn
         elif callable(values):

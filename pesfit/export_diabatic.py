@@ -580,7 +580,7 @@ static int adiabatic(const double *xyz, double *e, double *g, double *d)
 }
 
 /* The lowest adiabatic state of n geometries; grad == NULL skips the gradient. */
-static void lowest(int n, const double *xyz, double *energy, double *grad, int *status)
+static void run(int n, const double *xyz, double *energy, double *grad, int *status)
 {
     double e[NS], g[NS * NX];
     int s, k;
@@ -591,11 +591,6 @@ static void lowest(int n, const double *xyz, double *energy, double *grad, int *
             for (k = 0; k < NX; ++k)
                 grad[(size_t) s * NX + k] = g[k];
     }
-}
-
-int @P@_natoms(void)
-{
-    return NATOMS;
 }
 
 int @P@_nstates(void)
@@ -613,37 +608,7 @@ void @P@_adiabatic(const double *xyz, double *E, double *G, double *D, int *stat
     *status = adiabatic(xyz, E, G, D);
 }
 
-void @P@_energy(const double *xyz, double *energy, int *status)
-{
-    lowest(1, xyz, energy, NULL, status);
-}
-
-void @P@_energy_gradient(const double *xyz, double *energy, double *grad, int *status)
-{
-    lowest(1, xyz, energy, grad, status);
-}
-
-void @P@_energy_batch(int n, const double *xyz, double *energy, int *status)
-{
-    lowest(n, xyz, energy, NULL, status);
-}
-
-void @P@_energy_gradient_batch(int n, const double *xyz, double *energy, double *grad, int *status)
-{
-    lowest(n, xyz, energy, grad, status);
-}
-
-int @P@_info(char *buf, int len)
-{
-    const int n = (int) (sizeof(INFO) - 1);
-    if (buf != NULL && len > 0) {
-        const int m = n < len - 1 ? n : len - 1;
-        memcpy(buf, INFO, (size_t) m);
-        buf[m] = '\0';
-    }
-    return n;
-}
-"""
+""" + codegen.C_ENTRY_POINTS
 
 
 # -------------------------------------------------------------- Fortran
@@ -995,7 +960,7 @@ contains
   end subroutine adiabatic
 
   ! The lowest adiabatic state of n geometries.
-  subroutine lowest(n, xyz, energy, grad, want_grad, status)
+  subroutine run_batch(n, xyz, energy, grad, want_grad, status)
     integer, intent(in) :: n
     real(dp), intent(in) :: xyz(0:nx-1, 0:n-1)
     real(dp), intent(out) :: energy(0:n-1)
@@ -1010,13 +975,7 @@ contains
       energy(s) = e(0)
       if (want_grad) grad(:, s) = g(:, 0)
     end do
-  end subroutine lowest
-
-  function @P@_natoms() result(n) &
-      bind(C, name="@P@_natoms")
-    integer(c_int) :: n
-    n = natoms
-  end function @P@_natoms
+  end subroutine run_batch
 
   function @P@_nstates() result(n) &
       bind(C, name="@P@_nstates")
@@ -1047,70 +1006,7 @@ contains
     if (present(d)) d = dw
   end subroutine @P@_adiabatic
 
-  subroutine @P@_energy(xyz, energy, status) &
-      bind(C, name="@P@_energy")
-    real(c_double), intent(in) :: xyz(nx)
-    real(c_double), intent(out) :: energy
-    integer(c_int), intent(out) :: status
-    real(dp) :: e(1), dummy(nx, 1)
-    integer(c_int) :: st(1)
-    call lowest(1, xyz, e, dummy, .false., st)
-    energy = e(1)
-    status = st(1)
-  end subroutine @P@_energy
-
-  subroutine @P@_energy_gradient(xyz, energy, grad, status) &
-      bind(C, name="@P@_energy_gradient")
-    real(c_double), intent(in) :: xyz(nx)
-    real(c_double), intent(out) :: energy
-    real(c_double), intent(out) :: grad(nx)
-    integer(c_int), intent(out) :: status
-    real(dp) :: e(1)
-    integer(c_int) :: st(1)
-    call lowest(1, xyz, e, grad, .true., st)
-    energy = e(1)
-    status = st(1)
-  end subroutine @P@_energy_gradient
-
-  subroutine @P@_energy_batch(n, xyz, energy, status) &
-      bind(C, name="@P@_energy_batch")
-    integer(c_int), value, intent(in) :: n
-    real(c_double), intent(in) :: xyz(nx, *)
-    real(c_double), intent(out) :: energy(*)
-    integer(c_int), intent(out) :: status(*)
-    real(dp) :: dummy(nx, 1)
-    if (n <= 0) return
-    call lowest(int(n), xyz, energy, dummy, .false., status)
-  end subroutine @P@_energy_batch
-
-  subroutine @P@_energy_gradient_batch(n, xyz, energy, grad, status) &
-      bind(C, name="@P@_energy_gradient_batch")
-    integer(c_int), value, intent(in) :: n
-    real(c_double), intent(in) :: xyz(nx, *)
-    real(c_double), intent(out) :: energy(*)
-    real(c_double), intent(out) :: grad(nx, *)
-    integer(c_int), intent(out) :: status(*)
-    if (n <= 0) return
-    call lowest(int(n), xyz, energy, grad, .true., status)
-  end subroutine @P@_energy_gradient_batch
-
-  function @P@_info(buf, buflen) result(n) &
-      bind(C, name="@P@_info")
-    character(kind=c_char), intent(inout) :: buf(*)
-    integer(c_int), value, intent(in) :: buflen
-    integer(c_int) :: n
-    integer :: i, m
-    n = len(info_text, kind=c_int)
-    if (buflen <= 0) return
-    m = min(int(buflen) - 1, len(info_text))
-    do i = 1, m
-      buf(i) = info_text(i:i)
-    end do
-    buf(m + 1) = c_null_char
-  end function @P@_info
-
-end module @P@_model
-"""
+""" + codegen.F_ENTRY_POINTS
 
 _F_CASE = """    case ({t})
       if (want_grad) then

@@ -52,6 +52,25 @@ class ModelBase:
         """Constructor hyperparameters from parsed ``pesfit fit`` flags (None values are left out)."""
         return {}
 
+    @staticmethod
+    def _params_from_flags(args, names: dict, *, forces: bool = True) -> dict:
+        """``{param: args.flag}`` for the ``names`` (flag -> parameter) that were given, plus
+        ``use_forces`` from ``--forces`` when ``forces``."""
+        params = {p: getattr(args, a) for a, p in names.items() if getattr(args, a, None) is not None}
+        if forces:
+            params["use_forces"] = bool(getattr(args, "forces", False))
+        return params
+
+    def _check_pip_params(self) -> None:
+        """The checks shared by back ends with ``degree``, ``morse_a`` [Å] and ``morse_grid`` [Å]."""
+        name = type(self).__name__
+        if self.degree is not None and self.degree < 1:
+            raise ValueError(f"{name}: degree must be >= 1, got {self.degree}")
+        if self.morse_a is not None and self.morse_a <= 0:
+            raise ValueError(f"{name}: morse_a must be > 0 Å, got {self.morse_a}")
+        if any(a <= 0 for a in self.morse_grid):
+            raise ValueError(f"{name}: morse_grid values must be > 0 Å, got {self.morse_grid}")
+
     @property
     def n_basis(self) -> int | None:
         """Number of basis functions (features) of the fitted model."""

@@ -701,9 +701,9 @@ class DiabaticModel(ModelBase):
 
     @classmethod
     def params_from_cli(cls, args) -> dict:
-        names = {"states": "n_states", "irreps": "irreps", "target": "target", "degree": "degree",
-                 "morse_a": "morse_a", "e0": "energy_weight_e0", "ridge": "ridge"}
-        return {p: getattr(args, a) for a, p in names.items() if getattr(args, a, None) is not None}
+        return cls._params_from_flags(args, {"states": "n_states", "irreps": "irreps", "target": "target",
+                                             "degree": "degree", "morse_a": "morse_a", "e0": "energy_weight_e0",
+                                             "ridge": "ridge"}, forces=False)
 
     # ---------------------------------------------------------------- checks
     def _validate_params(self):

@@ -131,21 +131,13 @@ class LinearPIPModel(ModelBase):
 
     @classmethod
     def params_from_cli(cls, args) -> dict:
-        names = {"degree": "degree", "morse_a": "morse_a", "ridge": "ridge", "force_weight": "force_weight",
-                 "e0": "energy_weight_e0"}
-        params = {p: getattr(args, a) for a, p in names.items() if getattr(args, a, None) is not None}
-        params["use_forces"] = bool(getattr(args, "forces", False))
-        return params
+        return cls._params_from_flags(args, {"degree": "degree", "morse_a": "morse_a", "ridge": "ridge",
+                                             "force_weight": "force_weight", "e0": "energy_weight_e0"})
 
     # ---------------------------------------------------------------- checks
     def _validate_params(self):
         super()._validate_params()
-        if self.degree is not None and self.degree < 1:
-            raise ValueError(f"degree must be >= 1, got {self.degree}")
-        if self.morse_a is not None and self.morse_a <= 0:
-            raise ValueError(f"morse_a must be > 0 Å, got {self.morse_a}")
-        if any(a <= 0 for a in self.morse_grid):
-            raise ValueError(f"morse_grid values must be > 0 Å, got {self.morse_grid}")
+        self._check_pip_params()
         if self.ridge is not None and self.ridge < 0:
             raise ValueError(f"ridge must be >= 0, got {self.ridge}")
         if self.energy_weight_e0 is not None and self.energy_weight_e0 <= 0:

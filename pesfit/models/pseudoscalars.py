@@ -44,6 +44,7 @@ from itertools import combinations
 import numpy as np
 
 from invariants import Character, PermutationGroup
+from invariants.groups import permutation_sign
 
 __all__ = ["Irrep", "IRREP_NAMES", "Pseudoscalar", "find_pseudoscalars", "parse_irreps", "signed_volume"]
 
@@ -138,7 +139,7 @@ def parse_irreps(spec, n_states: int, group: PermutationGroup | None = None) -> 
                              f"({', '.join(map(str, names))})")
         out = tuple(Irrep.parse(n) for n in names)
     if group is not None:
-        has_odd = any(_parity(g) == -1 for g in group.generators)
+        has_odd = any(permutation_sign(g) == -1 for g in group.generators)
         for k, irrep in enumerate(out):
             if irrep.permutation == "sign" and not has_odd:
                 raise ValueError(f"irrep {irrep} of state {k + 1} does not exist for atoms {' '.join(group.labels)}: "
@@ -148,22 +149,6 @@ def parse_irreps(spec, n_states: int, group: PermutationGroup | None = None) -> 
                                  f"{group.n_atoms} atoms is always planar, so such states cannot couple; "
                                  "use A1' or A2'")
     return out
-
-
-def _parity(perm) -> int:
-    seen = [False] * len(perm)
-    sign = 1
-    for s in range(len(perm)):
-        if seen[s]:
-            continue
-        n, i = 0, s
-        while not seen[i]:
-            seen[i] = True
-            i = perm[i]
-            n += 1
-        if n % 2 == 0:
-            sign = -sign
-    return sign
 
 
 # ------------------------------------------------------------ pseudoscalars
@@ -201,7 +186,7 @@ def signed_volume(R, quadruple, *, gradient: bool = False):
 def _sorted_sign(items) -> tuple[tuple[int, ...], int]:
     """Sorted tuple and the parity of the sorting permutation."""
     order = sorted(range(len(items)), key=lambda k: items[k])
-    return tuple(items[k] for k in order), _parity(order)
+    return tuple(items[k] for k in order), permutation_sign(order)
 
 
 @dataclass(frozen=True)

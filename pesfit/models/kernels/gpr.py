@@ -139,22 +139,13 @@ class GPRModel(KernelModel):
 
     @classmethod
     def params_from_cli(cls, args) -> dict:
-        params = {"use_forces": bool(getattr(args, "forces", False))}
-        for arg, name in (("degree", "degree"), ("morse_a", "morse_a"), ("restarts", "restarts")):
-            if getattr(args, arg, None) is not None:
-                params[name] = getattr(args, arg)
-        return params
+        return cls._params_from_flags(args, {"degree": "degree", "morse_a": "morse_a", "restarts": "restarts"})
 
     def _validate_params(self):
         super()._validate_params()
         if self.basis not in ("pip", "fi"):
             raise ValueError(f"GPRModel: basis must be 'pip' or 'fi', got {self.basis!r}")
-        if self.degree is not None and self.degree < 1:
-            raise ValueError(f"GPRModel: degree must be >= 1, got {self.degree}")
-        if self.morse_a is not None and self.morse_a <= 0:
-            raise ValueError(f"GPRModel: morse_a must be > 0 Å, got {self.morse_a}")
-        if any(a <= 0 for a in self.morse_grid):
-            raise ValueError(f"GPRModel: morse_grid values must be > 0 Å, got {self.morse_grid}")
+        self._check_pip_params()
         if self.restarts < 0:
             raise ValueError(f"GPRModel: restarts must be >= 0, got {self.restarts}")
         if self.hyper_max_structures < 2:

@@ -118,10 +118,10 @@ class _NNModel(ModelBase):
 
     @classmethod
     def params_from_cli(cls, args) -> dict:
-        names = {"degree": "degree", "morse_a": "morse_a", "activation": "activation", "optimizer": "optimizer",
-                 "ensemble": "ensemble", "epochs": "max_epochs", "force_weight": "force_weight",
-                 "seed": "random_state"}
-        params = {p: getattr(args, a) for a, p in names.items() if getattr(args, a, None) is not None}
+        params = cls._params_from_flags(args, {"degree": "degree", "morse_a": "morse_a", "activation": "activation",
+                                               "optimizer": "optimizer", "ensemble": "ensemble",
+                                               "epochs": "max_epochs", "force_weight": "force_weight",
+                                               "seed": "random_state"})
         hidden = getattr(args, "hidden", None)
         if hidden is not None:
             try:
@@ -129,18 +129,12 @@ class _NNModel(ModelBase):
             except ValueError:
                 raise ValueError(f"--hidden must be comma-separated layer sizes such as 20,20, got {hidden!r}") \
                     from None
-        params["use_forces"] = bool(getattr(args, "forces", False))
         return params
 
     # ---------------------------------------------------------------- checks
     def _validate_params(self):
         super()._validate_params()
-        if self.degree is not None and self.degree < 1:
-            raise ValueError(f"degree must be >= 1, got {self.degree}")
-        if self.morse_a is not None and self.morse_a <= 0:
-            raise ValueError(f"morse_a must be > 0 Å, got {self.morse_a}")
-        if any(a <= 0 for a in self.morse_grid):
-            raise ValueError(f"morse_grid values must be > 0 Å, got {self.morse_grid}")
+        self._check_pip_params()
         if len(self.hidden) == 0:
             raise ValueError("hidden must list at least one hidden layer size, e.g. hidden=(20, 20)")
         for h in self.hidden:
