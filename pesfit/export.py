@@ -213,10 +213,14 @@ def _parts(spec: dict, prefix: str) -> list[str]:
 
 
 # ------------------------------------------------------------ geometries
+#: attempts per structure before _random_structures gives up
+MAX_PLACEMENT_RESTARTS = 200
+
+
 def _random_structures(n_atoms: int, n: int, rng, r_lo: float = 0.8, r_hi: float = 3.0) -> np.ndarray:
-    """``n`` structures (Å) whose interatomic distances lie in ``[r_lo, r_hi]``."""
+    """``n`` structures (Å) whose interatomic distances lie in ``[r_lo, r_hi]`` (RuntimeError if none is found)."""
     out = np.empty((n, n_atoms, 3))
-    s = 0
+    s = failures = 0
     while s < n:
         R = np.zeros((n_atoms, 3))
         ok = True
@@ -234,6 +238,11 @@ def _random_structures(n_atoms: int, n: int, rng, r_lo: float = 0.8, r_hi: float
         if ok:
             out[s] = R - R.mean(axis=0)
             s += 1
+        else:
+            failures += 1
+            if failures > MAX_PLACEMENT_RESTARTS * n:
+                raise RuntimeError(f"could not place {n_atoms} atoms with every distance in [{r_lo:.3g}, {r_hi:.3g}] Å; "
+                                   "pass check_structures (e.g. structures of the training set)")
     return out
 
 
@@ -247,9 +256,16 @@ def _sample_structures(spec: dict, n: int, rng, r_lo: float = 0.8, r_hi: float =
 
 
 def _example_geometry(spec: dict) -> np.ndarray:
-    """A fixed geometry (Å) inside the fitted range, for the example driver."""
+    """A fixed geometry (Å) for the example driver: the model's reference (lowest-energy training)
+    geometry when it has one, else a random one inside the fitted distance range."""
+    ref = spec.get("reference_geometry")
+    if ref is not None and np.shape(ref) == (len(spec["symbols"]), 3):
+        return np.asarray(ref, dtype=np.float64)
     r_lo = 0.8 if spec["r_min"] is None else max(0.8, 1.05 * float(np.max(spec["r_min"])))
-    return _sample_structures(spec, 1, np.random.default_rng(2024), r_lo, max(3.0, r_lo + 1.5))[0]
+    try:
+        return _sample_structures(spec, 1, np.random.default_rng(2024), r_lo, max(3.0, r_lo + 1.5))[0]
+    except RuntimeError:  # no compact structure clears every pair's r_min: any plausible one will do
+        return _sample_structures(spec, 1, np.random.default_rng(2024))[0]
 
 
 # ---------------------------------------------------------------- files

@@ -313,3 +313,15 @@ def test_loader_is_plain_python(exported):
     assert imports <= {"ctypes", "os", "numpy", "ase"}, imports
     compile(text, "pes_ctypes.py", "exec")
     assert sys.modules.get("pes_ctypes") is None
+
+
+def test_impossible_random_structures_fail_fast_and_example_uses_the_reference():
+    from pesfit.export import _example_geometry, _random_structures
+
+    with pytest.raises(RuntimeError, match="could not place 8 atoms"):
+        _random_structures(8, 1, np.random.default_rng(0), 3.2, 3.3)   # no 8 points are all 3.2-3.3 Å apart
+    ref = np.arange(12.0).reshape(4, 3)
+    spec = {"symbols": ["C", "O", "H", "H"], "r_min": np.full(6, 2.9), "reference_geometry": ref}
+    assert np.array_equal(_example_geometry(spec), ref)
+    spec["reference_geometry"] = None                                  # r_min too large for a compact structure
+    assert _example_geometry(spec).shape == (4, 3)

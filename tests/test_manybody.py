@@ -422,6 +422,9 @@ def test_fragmented_model_fits_and_round_trips(tmp_path):
     np.testing.assert_array_equal(back.predict(R[:5]), m.predict(R[:5]))
     spec = m.export_spec()
     assert spec["kind"].startswith("linear_") and spec["program"].n_outputs == m.basis_.n_basis
+    if shutil.which("gfortran"):                                  # the compiled fragmented basis
+        res = export_model(m, "fortran", tmp_path / "f90", check=True, check_structures=R[:50])
+        assert res["build_log"] == "" and res["check"]["max_energy_rel"] <= 1e-12
 
 
 # ------------------------------------------------------------------ PySCF driver

@@ -287,6 +287,7 @@ class ModelBase:
             "checksum": self.checksum(),
             "training_rmse_meV": (self.train_report_ or {}).get("energy_rmse_meV"),
             "r_min": np.asarray(self.r_min_, dtype=np.float64),
+            "reference_geometry": getattr(self, "reference_geometry_", None),
             "predict": predict,
         }
         spec.update(extra)
