@@ -465,3 +465,21 @@ def test_given_monomer_model_and_export_spec(tmp_path):
     spec = m.export_spec()
     assert [t["body"] for t in spec["terms"]] == [2] and spec["monomer_model_spec"]["kind"] == "linear_pip"
     assert spec["monomer_size"] == 3 and spec["terms"][0]["program"].n_outputs == m.bases_[2].n_basis
+
+
+def test_cli_fit_fragments(tmp_path, capsys):
+    from pesfit.cli import main
+
+    train, test = WATER.parent / "ethane" / "train.npz", WATER.parent / "ethane" / "test.npz"
+    out = tmp_path / "frag.json"
+    argv = ["fit", "--train", str(train), "--n-train", "400", "--test", str(test), "--model", "fragments",
+            "--fragments", "0,1,2,3,5", "--degree", "3", "--out", str(out), "--json", "--quiet"]
+    assert main(argv) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["model"] == "fragments" and d["hyperparameters"]["fragments"][0]["n_images"] == 20
+    assert d["test"]["energy_rmse_meV"] < 100 and load_model(out).n_basis == d["n_basis"]
+    k = argv.index("--fragments")
+    assert main(argv[:k] + argv[k + 2:]) == 2                       # no --fragments
+    assert "needs --fragments" in capsys.readouterr().err
+    assert main(argv[:k + 1] + ["0,1,x"] + argv[k + 2:]) == 2
+    assert "--fragments must be" in capsys.readouterr().err

@@ -253,7 +253,7 @@ class FragmentedPIPModel(LinearPIPModel):
     """
 
     kind = "linear_fragmented_pip"
-    cli_name = None
+    cli_name = "fragments"
 
     def __init__(self, *, fragments=None, degree=4, morse_a=None, morse_grid=(1.0, 1.5, 2.0, 2.5, 3.0), ridge=None,
                  energy_weight_e0=None, force_weight=0.1, use_forces=None, cv_folds=4, blocks=None,
@@ -266,6 +266,28 @@ class FragmentedPIPModel(LinearPIPModel):
 
     _parameter_constraints = {k: v for k, v in LinearPIPModel._parameter_constraints.items()
                               if k not in ("degree", "max_basis")}
+
+    @classmethod
+    def add_cli_arguments(cls, parser, add_once) -> None:
+        add_once(parser, "--fragments", default=None,
+                 help="fragments: atom subsets (0-based, the data's atom order), e.g. '0,1,2,5;0,1,3,6'")
+
+    @classmethod
+    def params_from_cli(cls, args) -> dict:
+        params = super().params_from_cli(args)
+        params.pop("degree", None)
+        if getattr(args, "degree", None) is not None:
+            params["degree"] = int(args.degree)
+        text = getattr(args, "fragments", None)
+        if text is None:
+            raise ValueError("--model fragments needs --fragments, e.g. --fragments '0,1,2,5;0,1,3,6'")
+        try:
+            params["fragments"] = [[int(i) for i in part.split(",")] for part in text.replace(" ", "").split(";")
+                                   if part]
+        except ValueError:
+            raise ValueError(f"--fragments must be ';'-separated lists of ','-separated atom indices, got {text!r}") \
+                from None
+        return params
 
     def _validate_params(self):
         from ._base import ModelBase
