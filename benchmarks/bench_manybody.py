@@ -29,7 +29,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from invariants import DistanceTransform, PermutationGroup, molien_series, pip_basis  # noqa: E402
+from invariants import PermutationGroup, molien_series, pip_basis  # noqa: E402
 from invariants.molien import cumulative  # noqa: E402
 from pesfit import units  # noqa: E402
 from pesfit.data import load_npz  # noqa: E402

@@ -25,7 +25,7 @@ from .program import Program, ProgramBuilder
 from .relative import Character, signed_orbits
 from .transforms import DistanceTransform
 
-__all__ = ["Basis", "pip_basis", "fundamental_basis", "relative_basis", "BASIS_FORMAT_VERSION",
+__all__ = ["Basis", "pip_basis", "fundamental_basis", "relative_basis", "orbit_sum_basis", "BASIS_FORMAT_VERSION",
            "DEFAULT_SIZE_LIMIT"]
 
 BASIS_FORMAT_VERSION = 1
@@ -271,6 +271,14 @@ def pip_basis(group: PermutationGroup, degree: int, *, max_exponent: int | None 
                 np.logical_or.at(any_touch, orbit_of, touches)
                 keep &= any_touch
         targets[k] = np.flatnonzero(keep)
+    options = {"max_exponent": max_exponent, "purify": [sorted(s) for s in purify_sets],
+               "require": sorted(require_set) if require_set else None}
+    return orbit_sum_basis(group, degree, orbits, targets, options, molien)
+
+
+def orbit_sum_basis(group: PermutationGroup, degree: int, orbits: MonomialOrbits, targets: dict, options: dict,
+                    molien) -> Basis:
+    """The PIP basis of the orbit sums ``targets[k]`` (orbit indices of degree ``k``), in degree order."""
     builder = ProgramBuilder(orbits)
     builder.orbit_sums(targets)
     outputs, degrees, reps = [], [], []
@@ -279,8 +287,6 @@ def pip_basis(group: PermutationGroup, degree: int, *, max_exponent: int | None 
             outputs.append(builder.orbit_node[(k, int(o))])
             degrees.append(k)
             reps.append(orbits.reps[k][o])
-    options = {"max_exponent": max_exponent, "purify": [sorted(s) for s in purify_sets],
-               "require": sorted(require_set) if require_set else None}
     return Basis("pip", group, degree, np.asarray(degrees, dtype=np.int64),
                  np.asarray(reps, dtype=np.int64).reshape(len(degrees), group.n_variables),
                  builder.build(outputs), options, molien)

@@ -34,12 +34,10 @@ _METHODS = ("hf", "df-hf", "mp2", "df-mp2")
 
 def _import_pyscf():
     try:
-        import pyscf  # noqa: F401
+        import pyscf
     except ImportError:  # pragma: no cover - exercised only without the extra
         raise ImportError("pesfit.abinitio needs PySCF; install it with `pip install pesfit[abinitio]` "
                           "(or `pip install pyscf`)") from None
-    import pyscf
-
     return pyscf
 
 

@@ -59,6 +59,7 @@ from invariants import codegen
 from invariants.program import Program
 from invariants.transforms import DistanceTransform
 
+from .export import unit_files
 from .units import energy_factor, length_factor
 
 __all__ = ["read_diabatic_spec", "diabatic_lines", "unit_names", "diabatic_sources", "check_diabatic",
@@ -1060,13 +1061,8 @@ def diabatic_sources(spec: dict, lang: str, prefix: str, comment: str, info: str
                   energy_scale=spec["energy_scale"], r_min=spec["r_min"],
                   info=f"term of {prefix}: element U{i + 1}{j + 1}; monomial {_monomial_text(t['powers'])}; "
                        f"symbols={','.join(spec['symbols'])}; checksum={spec['checksum']}; kind={spec['kind']}")
-        if lang == "c":
-            c_text, h_text = codegen.c_source(t["program"], spec["transform"], t["weights"], **kw)
-            files[f"{t['label']}_source"] = (f"{name}.c", c_text)
-            files[f"{t['label']}_header"] = (f"{name}.h", h_text)
-        else:
-            files[f"{t['label']}_source"] = (f"{name}.f90", codegen.fortran_source(t["program"], spec["transform"],
-                                                                                     t["weights"], **kw))
+        files.update({f"{t['label']}_{role}": f for role, f in
+                      unit_files(lang, t["program"], spec["transform"], t["weights"], **kw).items()})
     tab = _tables(dia)
     nps = len(dia["pseudoscalars"])
     eps = dia["eps_eV"] * energy_factor("eV", "hartree")

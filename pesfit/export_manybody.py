@@ -33,6 +33,7 @@ from invariants import codegen
 from invariants.program import Program
 from invariants.transforms import DistanceTransform
 
+from .export import unit_files
 from .models.manybody import _spanning_trees
 from .units import energy_factor, length_factor
 
@@ -700,13 +701,8 @@ def cluster_sources(spec: dict, lang: str, prefix: str, comment: str, info: str)
                   energy_scale=u["energy_scale"], r_min=u["r_min"], head=u["head"],
                   info=f"term of {prefix}: body={n}; symbols={','.join(cl['monomer'] * n)}; "
                        f"checksum={spec['checksum']}; kind={spec['kind']}")
-        if lang == "c":
-            c_text, h_text = codegen.c_source(u["program"], u["transform"], u["weights"], **kw)
-            files[f"b{n}_source"] = (f"{name}.c", c_text)
-            files[f"b{n}_header"] = (f"{name}.h", h_text)
-        else:
-            files[f"b{n}_source"] = (f"{name}.f90", codegen.fortran_source(u["program"], u["transform"],
-                                                                             u["weights"], **kw))
+        files.update({f"b{n}_{role}": f for role, f in
+                      unit_files(lang, u["program"], u["transform"], u["weights"], **kw).items()})
     max_body = units[-1]["body"]
     count, ptr, flat = _trees(max_body)
     body = [u["body"] for u in units]

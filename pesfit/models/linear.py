@@ -22,7 +22,6 @@ from invariants import DistanceTransform, molien_series, pip_basis
 from invariants.molien import cumulative
 
 from ..data import Dataset
-from ..metrics import error_report
 from ..molecule import Molecule
 from ._base import ModelBase
 

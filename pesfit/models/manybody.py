@@ -33,13 +33,13 @@ import time
 from dataclasses import dataclass, field
 from functools import lru_cache
 from itertools import combinations
-from pathlib import Path
 
 import numpy as np
 
 from invariants import Basis, DistanceTransform, PermutationGroup, pair_distances, pip_basis
 from invariants.monomials import MonomialOrbits
-from invariants.program import ProgramBuilder
+from invariants.basis import orbit_sum_basis
+from invariants.molien import molien_series
 
 from ..data import Dataset, load_npz, to_atomic_numbers
 from ..metrics import error_report
@@ -215,25 +215,13 @@ def nbody_basis(spec: ClusterSpec, n: int, degree: int, *, purify: bool = True, 
         keep = np.ones(orbits.n_orbits(k), dtype=bool)
         np.logical_and.at(keep, orbits.orbit_of[k], ok)
         targets[k] = np.flatnonzero(keep)
-    builder = ProgramBuilder(orbits)
-    builder.orbit_sums(targets)
-    outputs, degrees, reps = [], [], []
-    for k in range(degree + 1):
-        for o in targets[k]:
-            outputs.append(builder.orbit_node[(k, int(o))])
-            degrees.append(k)
-            reps.append(orbits.reps[k][o])
-    if not outputs:
+    if not any(len(t) for t in targets.values()):
         raise ValueError(f"no {n}-body polynomials of degree <= {degree} pass the filters; raise the degree")
     purify_sets = [sorted(t.tolist()) for t in touching] if purify else []
     options = {"max_exponent": max_exponent, "purify": purify_sets, "require": None,
                "many_body": {"monomer": list(spec.monomer), "n": n, "min_monomers": need,
                              "max_intra_degree": max_intra_degree}}
-    from invariants.molien import molien_series
-
-    return Basis("pip", group, degree, np.asarray(degrees, dtype=np.int64),
-                 np.asarray(reps, dtype=np.int64).reshape(len(degrees), nv), builder.build(outputs), options,
-                 molien_series(group, degree))
+    return orbit_sum_basis(group, degree, orbits, targets, options, molien_series(group, degree))
 
 
 # ------------------------------------------------------------------ cutoffs
