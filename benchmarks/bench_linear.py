@@ -20,6 +20,8 @@ from pesfit.data import load_dataset
 from pesfit.models import make_model
 from pesfit.recipe import load_recipe
 
+from ch5_switch import print_switch_bands
+
 ROOT = Path(__file__).resolve().parents[1] / "molecules"
 REFERENCE_MEV = {"h2co": 2.5, "h3": 2.35, "oh3": 120.0, "ch5": 198.0}
 
@@ -51,6 +53,8 @@ def run(name):
     for i in range(500):
         model.predict(R[i], forces=True)
     ef_single = (time.perf_counter() - t0) / 500 * 1e6
+    if name == "ch5":
+        print_switch_bands(model, test, "linear")
     return (name, model.basis_.n_basis, model.hyperparameters_["degree"], model.hyperparameters_["morse_a"],
             recipe.forces, rep["energy_rmse_meV"], REFERENCE_MEV[name], rep.get("force_rmse_meV_per_A"), fit_s,
             e_batch, ef_batch, e_single, ef_single)

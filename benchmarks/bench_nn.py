@@ -26,6 +26,8 @@ from pesfit.data import load_npz
 from pesfit.datasets import shipped_path
 from pesfit.models import LinearPIPModel, make_model
 
+from ch5_switch import print_switch_bands
+
 CQPES_MEV = {"h2co": 1.41, "h3": 0.69, "oh3": 107.0, "ch5": 177.0}
 LINEAR_MEV = {"h2co": 2.5, "h3": 2.35, "oh3": 120.0, "ch5": 198.0}
 GOAL_MEV = {"h2co": 0.5, "h3": 0.5, "oh3": 15.0, "ch5": 25.0}
@@ -68,6 +70,8 @@ def accuracy(names):
                  f"{e:.3f}", goal, f"{CQPES_MEV[name]:g}", f"{e / CQPES_MEV[name]:.2f}", f"{LINEAR_MEV[name]:g}",
                  f"{e / LINEAR_MEV[name]:.3f}", f"{rep['force_rmse_meV_per_A']:.2f}", f"{wall:.0f}", f"{cpu:.0f}"]
         print(_row(cells, widths), flush=True)
+        if name == "ch5":
+            print_switch_bands(m, _fit(name, 4000)[5], "PIP-NN")
         out.append({"system": name, "test": rep, "fit_seconds": wall, "cpu_seconds": cpu, "hyperparameters": hp,
                     "epochs": m.members_[0]["epochs"], "best_epoch": m.members_[0]["best_epoch"]})
     return out

@@ -51,7 +51,8 @@ def _scaled(x, f):
     return None if x is None else x * f
 
 
-def error_report(E_pred, E_ref, F_pred=None, F_ref=None, *, e_min=None, bands=(0.5, 1.0, 2.0)) -> dict:
+def error_report(E_pred, E_ref, F_pred=None, F_ref=None, *, e_min=None, bands=(0.5, 1.0, 2.0),
+                 n_largest=5) -> dict:
     """Error statistics of predicted energies (and forces) against references.
 
     Parameters
@@ -67,6 +68,8 @@ def error_report(E_pred, E_ref, F_pred=None, F_ref=None, *, e_min=None, bands=(0
         Increasing band edges [eV above ``e_min``].  The bands are
         ``[0, b0)``, ``[b0, b1)``, ..., ``[b_last, inf)``; energies below
         ``e_min`` are in no band.
+    n_largest : int, default 5
+        How many structures with the largest energy errors to list.
 
     Returns
     -------
@@ -77,7 +80,13 @@ def error_report(E_pred, E_ref, F_pred=None, F_ref=None, *, e_min=None, bands=(0
         ``force_rmse_meV_per_A``, ``force_mae_meV_per_A``,
         ``force_max_meV_per_A``; and ``bands``, a list of dicts with
         ``range_eV`` ([lo, hi], hi None for the last), ``n``,
-        ``energy_rmse_meV`` and ``energy_mae_meV`` (None when ``n == 0``).
+        ``energy_rmse_meV`` and ``energy_mae_meV`` (None when ``n == 0``);
+        ``largest_energy_errors``, the ``n_largest`` structures with the
+        largest energy error (over states), largest first, as dicts with
+        ``index`` and the signed ``error_meV``; and
+        ``energy_rmse_meV_without_largest``, the RMSE over the other
+        structures (None when none are left).  A few outliers dominating
+        the RMSE show as a large gap between the two RMSEs.
         All numbers are Python floats or ints.
 
     Raises
@@ -135,6 +144,16 @@ def error_report(E_pred, E_ref, F_pred=None, F_ref=None, *, e_min=None, bands=(0
             "energy_mae_meV": _scaled(b_mae, _EV_TO_MEV),
         })
     report["bands"] = out
+    if isinstance(n_largest, bool) or not isinstance(n_largest, (int, np.integer)) or n_largest < 0:
+        raise ValueError(f"n_largest must be an integer >= 0, got {n_largest!r}")
+    per_structure = (E_pred - E_ref).reshape(E_ref.shape[0], -1)
+    worst_state = np.argmax(np.abs(per_structure), axis=1)
+    signed = per_structure[np.arange(len(per_structure)), worst_state]
+    order = np.argsort(-np.abs(signed), kind="stable")[:int(n_largest)]
+    report["largest_energy_errors"] = [{"index": int(i), "error_meV": float(signed[i] * _EV_TO_MEV)}
+                                       for i in order]
+    rest = np.delete(per_structure, order, axis=0).ravel()
+    report["energy_rmse_meV_without_largest"] = _scaled(_stats(rest)[0], _EV_TO_MEV)
     return report
 
 
@@ -171,6 +190,11 @@ def format_report(report: dict, title: str = "errors") -> str:
             f"MAE {_fmt(report['force_mae_meV_per_A'])} meV/A, "
             f"max {_fmt(report['force_max_meV_per_A'])} meV/A"
         )
+    largest = report.get("largest_energy_errors") or []
+    if largest:
+        listed = ", ".join(f"#{w['index']} {w['error_meV']:+.1f}" for w in largest)
+        lines.append(f"  largest energy errors (meV): {listed}; RMSE without them "
+                     f"{_fmt(report.get('energy_rmse_meV_without_largest'))} meV")
     bands = report.get("bands") or []
     if bands:
         e0 = report.get("e_min_eV")

@@ -57,6 +57,11 @@ def test_fit_flags_json_and_eval(tmp_path, capsys):
     assert d["hyperparameters"]["forces"] is True
     e = _json_out(capsys, ["eval", str(model), str(shipped_path("h2co", "test")), "--json"])
     assert e["energy_rmse_meV"] == pytest.approx(d["test"]["energy_rmse_meV"], rel=1e-12)
+    # the five worst structures, by index into the data file, and the RMSE without them
+    worst = e["largest_energy_errors"]
+    assert len(worst) == 5 and abs(worst[0]["error_meV"]) == pytest.approx(e["energy_max_meV"], rel=1e-12)
+    assert all(abs(a["error_meV"]) >= abs(b["error_meV"]) for a, b in zip(worst, worst[1:]))
+    assert e["energy_rmse_meV_without_largest"] < e["energy_rmse_meV"]
 
 
 def test_fit_recipe(tmp_path, capsys):

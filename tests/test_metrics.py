@@ -73,10 +73,11 @@ def test_force_statistics_hand_computed():
 
 def test_report_is_plain_json():
     F = np.ones((5, 2, 3))
-    r = error_report(E_PRED, E_REF, F, F * 1.01, e_min=-1.0)
+    r = error_report(E_PRED, E_REF, F, F * 1.01, e_min=-1.0, n_largest=2)
     text = json.dumps(r, allow_nan=False)
     assert json.loads(text) == r
     assert all(type(v) in (int, float, list) for v in r.values())
+    assert all(type(v) in (int, float) for w in r["largest_energy_errors"] for v in w.values())
 
 
 def test_multistate_energies_are_pooled():
@@ -113,3 +114,29 @@ def test_format_report():
     assert "forces: RMSE 1.000 meV/A" in text
     assert "0-0.5 eV" in text and "> 2 eV" in text
     assert "n=0" in text and "RMSE - meV" in text  # empty band shown without numbers
+
+
+def test_largest_errors_hand_computed():
+    # errors 1, -2, 3, 0, -4 meV: largest |error| first, signed; RMSE of the rest by hand
+    r = error_report(E_PRED, E_REF, n_largest=2)
+    assert [w["index"] for w in r["largest_energy_errors"]] == [4, 2]
+    assert [w["error_meV"] for w in r["largest_energy_errors"]] == pytest.approx([-4.0, 3.0], rel=1e-9)
+    assert r["energy_rmse_meV_without_largest"] == pytest.approx(math.sqrt((1 + 4 + 0) / 3), rel=1e-9)
+    assert "#4 -4.0, #2 +3.0" in format_report(r)
+    # all structures listed: nothing left for the second RMSE
+    everything = error_report(E_PRED, E_REF, n_largest=10)
+    assert len(everything["largest_energy_errors"]) == 5
+    assert everything["energy_rmse_meV_without_largest"] is None
+    assert error_report(E_PRED, E_REF, n_largest=0)["energy_rmse_meV_without_largest"] == pytest.approx(
+        math.sqrt(6.0), rel=1e-9)
+    with pytest.raises(ValueError, match="n_largest must be an integer >= 0"):
+        error_report(E_PRED, E_REF, n_largest=-1)
+
+
+def test_largest_errors_of_several_states_name_the_structure():
+    E_ref = np.array([[0.0, 1.5], [0.3, 2.5], [0.1, 2.0]])
+    E_pred = E_ref + np.array([[1.0, 0.0], [-2.0, -5.0], [0.5, 3.0]]) * 1e-3
+    r = error_report(E_pred, E_ref, n_largest=1)
+    assert r["largest_energy_errors"] == [{"index": 1, "error_meV": pytest.approx(-5.0, rel=1e-9)}]
+    # the other structures' four energies: 1, 0, 0.5, 3 meV
+    assert r["energy_rmse_meV_without_largest"] == pytest.approx(math.sqrt((1 + 0 + 0.25 + 9) / 4), rel=1e-9)
