@@ -53,6 +53,8 @@ def run(name):
     for i in range(500):
         model.predict(R[i], forces=True)
     ef_single = (time.perf_counter() - t0) / 500 * 1e6
+    regions = ", ".join(f"{r['region']} {r['energy_rmse_meV']:.1f} (n = {r['n']})" for r in rep["regions"])
+    print(f"   {name} test RMSE by region, meV: {regions}", flush=True)
     if name == "ch5":
         print_switch_bands(model, test, "linear")
     return (name, model.basis_.n_basis, model.hyperparameters_["degree"], model.hyperparameters_["morse_a"],

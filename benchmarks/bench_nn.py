@@ -70,6 +70,8 @@ def accuracy(names):
                  f"{e:.3f}", goal, f"{CQPES_MEV[name]:g}", f"{e / CQPES_MEV[name]:.2f}", f"{LINEAR_MEV[name]:g}",
                  f"{e / LINEAR_MEV[name]:.3f}", f"{rep['force_rmse_meV_per_A']:.2f}", f"{wall:.0f}", f"{cpu:.0f}"]
         print(_row(cells, widths), flush=True)
+        regions = ", ".join(f"{r['region']} {r['energy_rmse_meV']:.1f} (n = {r['n']})" for r in rep["regions"])
+        print(f"   {name} test RMSE by region, meV: {regions}", flush=True)
         if name == "ch5":
             print_switch_bands(m, _fit(name, 4000)[5], "PIP-NN")
         out.append({"system": name, "test": rep, "fit_seconds": wall, "cpu_seconds": cpu, "hyperparameters": hp,

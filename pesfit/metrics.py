@@ -52,7 +52,7 @@ def _scaled(x, f):
 
 
 def error_report(E_pred, E_ref, F_pred=None, F_ref=None, *, e_min=None, bands=(0.5, 1.0, 2.0),
-                 n_largest=5) -> dict:
+                 n_largest=5, regions=None) -> dict:
     """Error statistics of predicted energies (and forces) against references.
 
     Parameters
@@ -70,6 +70,10 @@ def error_report(E_pred, E_ref, F_pred=None, F_ref=None, *, e_min=None, bands=(0
         ``e_min`` are in no band.
     n_largest : int, default 5
         How many structures with the largest energy errors to list.
+    regions : sequence of str, optional
+        A region label per structure (e.g. from
+        :func:`pesfit.regions.region_labels`: ``"compact"``,
+        ``"2 fragments"``, ...); adds the errors per region.
 
     Returns
     -------
@@ -154,6 +158,17 @@ def error_report(E_pred, E_ref, F_pred=None, F_ref=None, *, e_min=None, bands=(0
                                        for i in order]
     rest = np.delete(per_structure, order, axis=0).ravel()
     report["energy_rmse_meV_without_largest"] = _scaled(_stats(rest)[0], _EV_TO_MEV)
+    if regions is not None:
+        labels = [str(r) for r in regions]
+        if len(labels) != len(per_structure):
+            raise ValueError(f"regions has {len(labels)} labels but there are {len(per_structure)} structures")
+        labels_arr = np.array(labels, dtype=object)
+        out = []
+        for label in sorted(set(labels), key=lambda lab: (lab != "compact", len(lab), lab)):
+            r_rmse, r_mae, _ = _stats(per_structure[labels_arr == label].ravel())
+            out.append({"region": label, "n": int(np.sum(labels_arr == label)),
+                        "energy_rmse_meV": r_rmse * _EV_TO_MEV, "energy_mae_meV": r_mae * _EV_TO_MEV})
+        report["regions"] = out
     return report
 
 
@@ -208,4 +223,10 @@ def format_report(report: dict, title: str = "errors") -> str:
                 f"({_fmt(None if rmse is None else rmse * to_cm, '.2f')} cm-1), "
                 f"MAE {_fmt(b['energy_mae_meV'])} meV"
             )
+    regions = report.get("regions") or []
+    if regions:
+        lines.append("  by region:")
+        for r in regions:
+            lines.append(f"    {r['region']:<12s} n={r['n']:<7d} RMSE {_fmt(r['energy_rmse_meV'])} meV "
+                         f"({_fmt(r['energy_rmse_meV'] * to_cm, '.2f')} cm-1), MAE {_fmt(r['energy_mae_meV'])} meV")
     return "\n".join(lines)

@@ -55,6 +55,11 @@ def test_fit_flags_json_and_eval(tmp_path, capsys):
         for key in ("energy_rmse_meV", "energy_mae_meV", "force_rmse_meV_per_A"):
             assert isinstance(d[block][key], float)
     assert d["hyperparameters"]["forces"] is True
+    # errors by region (compact / separated fragments) in both blocks
+    regions = {r["region"]: r for r in d["test"]["regions"]}
+    assert sum(r["n"] for r in regions.values()) == 2000 and regions["compact"]["n"] > 1900
+    assert all(isinstance(r["energy_rmse_meV"], float) for r in regions.values())
+    assert d["train"]["regions"][0]["region"] == "compact"
     e = _json_out(capsys, ["eval", str(model), str(shipped_path("h2co", "test")), "--json"])
     assert e["energy_rmse_meV"] == pytest.approx(d["test"]["energy_rmse_meV"], rel=1e-12)
     # the five worst structures, by index into the data file, and the RMSE without them

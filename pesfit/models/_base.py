@@ -14,6 +14,7 @@ from .. import __version__
 from ..data import Dataset
 from ..metrics import error_report
 from ..molecule import Molecule
+from ..regions import region_labels
 
 MODEL_FORMAT = "pesfit.model"
 MODEL_FORMAT_VERSION = 1
@@ -184,10 +185,11 @@ class ModelBase:
         data = self._aligned(data)
         if data.E is None:
             raise ValueError("dataset has no energies to compare with")
+        regions = region_labels(data.z, data.R)
         if data.F is not None:
             E, F = self.predict(data.R, forces=True)
-            return error_report(E, data.E, F, data.F, e_min=getattr(self, "e_min_", None))
-        return error_report(self.predict(data.R), data.E, e_min=getattr(self, "e_min_", None))
+            return error_report(E, data.E, F, data.F, e_min=getattr(self, "e_min_", None), regions=regions)
+        return error_report(self.predict(data.R), data.E, e_min=getattr(self, "e_min_", None), regions=regions)
 
     # ---------------------------------------------------------- persistence
     def to_dict(self) -> dict:

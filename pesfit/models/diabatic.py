@@ -79,6 +79,7 @@ from invariants import Basis, Character, DistanceTransform, PermutationGroup, pi
 from ..data import Dataset
 from ..metrics import error_report
 from ..molecule import Molecule
+from ..regions import region_labels
 from ._base import ModelBase
 from .linear import weighted_lstsq_path
 from .pseudoscalars import Irrep, Pseudoscalar, find_pseudoscalars, parse_irreps
@@ -1092,7 +1093,8 @@ class DiabaticModel(ModelBase):
         if U.ndim == 2:
             U = U[None]
         Epred = np.linalg.eigvalsh(U)
-        report = error_report(Epred, Eref, e_min=getattr(self, "e_min_", None))
+        report = error_report(Epred, Eref, e_min=getattr(self, "e_min_", None),
+                              regions=region_labels(data.z, data.R))
         states = []
         for k in range(ns):
             err = Epred[:, k] - Eref[:, k]
