@@ -20,7 +20,7 @@ from pesfit.data import load_dataset
 from pesfit.models import make_model
 from pesfit.recipe import load_recipe
 
-from ch5_switch import print_switch_bands
+from error_breakdown import print_regions, print_switch_bands  # benchmarks/ is on sys.path when run as a script
 
 ROOT = Path(__file__).resolve().parents[1] / "molecules"
 REFERENCE_MEV = {"h2co": 2.5, "h3": 2.35, "oh3": 120.0, "ch5": 198.0}
@@ -53,8 +53,7 @@ def run(name):
     for i in range(500):
         model.predict(R[i], forces=True)
     ef_single = (time.perf_counter() - t0) / 500 * 1e6
-    regions = ", ".join(f"{r['region']} {r['energy_rmse_meV']:.1f} (n = {r['n']})" for r in rep["regions"])
-    print(f"   {name} test RMSE by region, meV: {regions}", flush=True)
+    print_regions(name, rep)
     if name == "ch5":
         print_switch_bands(model, test, "linear")
     return (name, model.basis_.n_basis, model.hyperparameters_["degree"], model.hyperparameters_["morse_a"],

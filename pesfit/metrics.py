@@ -90,14 +90,18 @@ def error_report(E_pred, E_ref, F_pred=None, F_ref=None, *, e_min=None, bands=(0
         ``index`` and the signed ``error_meV``; and
         ``energy_rmse_meV_without_largest``, the RMSE over the other
         structures (None when none are left).  A few outliers dominating
-        the RMSE show as a large gap between the two RMSEs.
+        the RMSE show as a large gap between the two RMSEs.  With
+        ``regions``, also ``regions``: dicts with ``region``, ``n``
+        (energies, as for the bands), ``energy_rmse_meV`` and
+        ``energy_mae_meV``; ``"compact"`` first, then by fragment count.
         All numbers are Python floats or ints.
 
     Raises
     ------
     ValueError
         On shape mismatches, non-finite values, forces given for only one
-        side, or band edges that are not positive and increasing.
+        side, band edges that are not positive and increasing, a negative
+        ``n_largest``, or ``regions`` that are not one label per structure.
 
     Examples
     --------
@@ -108,6 +112,10 @@ def error_report(E_pred, E_ref, F_pred=None, F_ref=None, *, e_min=None, bands=(0
     E_pred, E_ref = _as_pair(E_pred, E_ref, "E")
     if E_ref.size == 0:
         raise ValueError("no energies to compare (E_ref is empty)")
+    if isinstance(n_largest, bool) or not isinstance(n_largest, (int, np.integer)) or n_largest < 0:
+        raise ValueError(f"n_largest must be an integer >= 0, got {n_largest!r}")
+    if isinstance(regions, str):
+        raise ValueError("regions must be a sequence of labels, one per structure, not a single string")
     edges = [float(b) for b in bands]
     if any(b <= 0 for b in edges) or any(b2 <= b1 for b1, b2 in zip(edges, edges[1:])):
         raise ValueError(f"bands must be positive and increasing, got {tuple(bands)}")
@@ -148,9 +156,8 @@ def error_report(E_pred, E_ref, F_pred=None, F_ref=None, *, e_min=None, bands=(0
             "energy_mae_meV": _scaled(b_mae, _EV_TO_MEV),
         })
     report["bands"] = out
-    if isinstance(n_largest, bool) or not isinstance(n_largest, (int, np.integer)) or n_largest < 0:
-        raise ValueError(f"n_largest must be an integer >= 0, got {n_largest!r}")
-    per_structure = (E_pred - E_ref).reshape(E_ref.shape[0], -1)
+    diff = np.atleast_1d(E_pred - E_ref)
+    per_structure = diff.reshape(diff.shape[0], -1)      # (n_structures, n_states)
     worst_state = np.argmax(np.abs(per_structure), axis=1)
     signed = per_structure[np.arange(len(per_structure)), worst_state]
     order = np.argsort(-np.abs(signed), kind="stable")[:int(n_largest)]
@@ -159,17 +166,25 @@ def error_report(E_pred, E_ref, F_pred=None, F_ref=None, *, e_min=None, bands=(0
     rest = np.delete(per_structure, order, axis=0).ravel()
     report["energy_rmse_meV_without_largest"] = _scaled(_stats(rest)[0], _EV_TO_MEV)
     if regions is not None:
-        labels = [str(r) for r in regions]
+        labels = np.array([str(r) for r in regions], dtype=object)
         if len(labels) != len(per_structure):
             raise ValueError(f"regions has {len(labels)} labels but there are {len(per_structure)} structures")
-        labels_arr = np.array(labels, dtype=object)
-        out = []
-        for label in sorted(set(labels), key=lambda lab: (lab != "compact", len(lab), lab)):
-            r_rmse, r_mae, _ = _stats(per_structure[labels_arr == label].ravel())
-            out.append({"region": label, "n": int(np.sum(labels_arr == label)),
-                        "energy_rmse_meV": r_rmse * _EV_TO_MEV, "energy_mae_meV": r_mae * _EV_TO_MEV})
-        report["regions"] = out
+        region_rows = []
+        for label in sorted(set(labels), key=_region_order):
+            errs = per_structure[labels == label].ravel()
+            r_rmse, r_mae, _ = _stats(errs)
+            region_rows.append({"region": label, "n": int(errs.size), "energy_rmse_meV": r_rmse * _EV_TO_MEV,
+                                "energy_mae_meV": r_mae * _EV_TO_MEV})
+        report["regions"] = region_rows
     return report
+
+
+def _region_order(label: str):
+    """``"compact"``, then ``"K fragments"`` by K, then any other label alphabetically."""
+    head = label.split(" ", 1)[0]
+    if label == "compact":
+        return (0, 0, label)
+    return (1, int(head), label) if head.isdigit() else (2, 0, label)
 
 
 def _fmt(x, spec=".3f"):

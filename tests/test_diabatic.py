@@ -92,6 +92,12 @@ def test_nh3_fit_to_u(nh3, nh3_model):
     assert rep["u_rmse_meV"]["U22"] < 80, rep["u_rmse_meV"]
     assert len(rep["states"]) == 2 and rep["n_energies"] == 2 * nh3[1].n_structures
     assert nh3_model.hyperparameters_["irreps"] == ["A1'", "A2''"]
+    # regions pool both states of each structure: the counts add up to all energies, and the
+    # pooled mean square error is the region-weighted one
+    assert sum(r["n"] for r in rep["regions"]) == rep["n_energies"]
+    pooled = sum(r["n"] * r["energy_rmse_meV"] ** 2 for r in rep["regions"]) / rep["n_energies"]
+    assert pooled == pytest.approx(rep["energy_rmse_meV"] ** 2, rel=1e-9)
+    assert 0 <= rep["largest_energy_errors"][0]["index"] < nh3[1].n_structures
 
 
 def test_coupling_symmetry(nh3, nh3_model):

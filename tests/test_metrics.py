@@ -140,3 +140,12 @@ def test_largest_errors_of_several_states_name_the_structure():
     assert r["largest_energy_errors"] == [{"index": 1, "error_meV": pytest.approx(-5.0, rel=1e-9)}]
     # the other structures' four energies: 1, 0, 0.5, 3 meV
     assert r["energy_rmse_meV_without_largest"] == pytest.approx(math.sqrt((1 + 0 + 0.25 + 9) / 4), rel=1e-9)
+
+
+def test_single_energy_and_bad_region_labels():
+    r = error_report(1.0, 1.001)      # one structure given as a scalar
+    assert r["largest_energy_errors"] == [{"index": 0, "error_meV": pytest.approx(-1.0, rel=1e-9)}]
+    assert r["energy_rmse_meV_without_largest"] is None
+    assert "RMSE without them - meV" in format_report(r)
+    with pytest.raises(ValueError, match="regions must be a sequence of labels"):
+        error_report(E_PRED, E_REF, regions="compact")

@@ -50,3 +50,13 @@ def test_report_by_region_hand_computed():
     assert "regions" not in error_report(E_pred, E_ref)
     with pytest.raises(ValueError, match="regions has 3 labels but there are 4 structures"):
         error_report(E_pred, E_ref, regions=["compact"] * 3)
+
+
+def test_regions_of_several_states_count_energies_like_the_bands():
+    E_ref = np.array([[0.0, 1.5], [0.3, 2.5], [0.1, 2.0]])
+    E_pred = E_ref + np.array([[1.0, 0.0], [-2.0, -4.0], [0.5, 3.0]]) * 1e-3
+    r = error_report(E_pred, E_ref, regions=["compact", "2 fragments", "compact"])
+    compact, apart = r["regions"]
+    assert (compact["region"], compact["n"], apart["n"]) == ("compact", 4, 2)
+    assert compact["energy_rmse_meV"] == pytest.approx(math.sqrt((1 + 0 + 0.25 + 9) / 4), rel=1e-9)
+    assert sum(b["n"] for b in r["bands"]) == 6

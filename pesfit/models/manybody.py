@@ -809,11 +809,12 @@ class ManyBodyModel(ModelBase):
         self.r_min_ = pair_distances(allR).min(axis=0) if m > 1 else np.zeros(0)
         self.reference_geometry_ = None
         self.n_train_ = int(sum(d.n_structures for d in clusters))
-        self.body_reports_ = {str(n): error_report(self._body_predict(n, *rows[n][:1]), rows[n][1])
+        # rows pool n-mers (and clusters of several sizes): no single index to name the worst, n_largest=0
+        self.body_reports_ = {str(n): error_report(self._body_predict(n, *rows[n][:1]), rows[n][1], n_largest=0)
                               for n in rows if n in self.coefs_ or n == 1}
         tot = [d for d in clusters if d.E is not None]
         self.train_report_ = (error_report(np.concatenate([self.predict(d.R) for d in tot]),
-                                           np.concatenate([d.E for d in tot])) if tot else {})
+                                           np.concatenate([d.E for d in tot]), n_largest=0) if tot else {})
         self.train_report_ = {**self.train_report_, "per_body": self.body_reports_}
         import hashlib
 
@@ -1034,7 +1035,7 @@ class ManyBodyModel(ModelBase):
             if not S_n:
                 continue
             pred = np.concatenate([self._body_predict(n, data.R[:, data.atoms_of(S)]) for S in S_n])
-            out[str(n)] = error_report(pred, np.concatenate([eps[S] for S in S_n]))
+            out[str(n)] = error_report(pred, np.concatenate([eps[S] for S in S_n]), n_largest=0)
         if data.E is not None:
             out["total"] = error_report(self.predict(data.R), data.E)
         return out
