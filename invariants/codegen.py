@@ -171,6 +171,8 @@ def _tables(program: Program, transform: DistanceTransform, weights, prefix, len
         "head": head,
         "kind": transform.kind,
         "param": transform.parameters(nv),
+        "val_ab": transform.valence_pairs(natoms) if transform.kind == "valence" else None,
+        "val_center": transform.center,
         "length_scale": float(length_scale),
         "energy_scale": float(energy_scale),
         "grad_scale": float(energy_scale) * float(length_scale),
@@ -237,6 +239,10 @@ def _transform_doc(t: dict) -> str:
         return "x = 1/r"
     if kind == "reciprocal":
         return "x = r_e/r, one r_e per distance (model length unit)"
+    if kind == "valence":
+        return (f"valence variables around atom {int(t['val_center'])}: x = exp(-r/a) for its pairs, "
+                f"a = {float(t['param'][0])!r} (model length unit); x = cos(angle at that atom) + 1/2 "
+                "for the other pairs")
     return "x = r"
 
 
@@ -513,12 +519,12 @@ static void eval_block(const double *restrict xyz, double *restrict energy, doub
     double *restrict v = work;
     double *restrict adj = work + NNODES * LANES;
     double *restrict u = adj + NNODES * LANES;   /* u[lane*3*NVAR + 3k + c] */
-    double *restrict dx = u + 3 * NVAR * LANES;  /* dx[lane*NVAR + k] */
+    double *restrict dx = u + 3 * NVAR * LANES;  /* dx[lane*DXW*NVAR + k] */
     double acc[LANES];
     int j, k, l, t;
 
     for (l = 0; l < LANES; ++l) {
-        status[l] = prepare(xyz + (size_t) l * 3 * NATOMS, v + l, LANES, dx + l * NVAR,
+        status[l] = prepare(xyz + (size_t) l * 3 * NATOMS, v + l, LANES, dx + l * DXW * NVAR,
                             grad != NULL ? u + l * 3 * NVAR : NULL);
         if (status[l] >= 2)
             for (k = 0; k < NVAR; ++k)
@@ -586,7 +592,7 @@ static void eval_block(const double *restrict xyz, double *restrict energy, doub
         double *gl = grad + (size_t) l * 3 * NATOMS;
         if (status[l] >= 2)
             continue;
-        if (chain(adj + l, LANES, dx + l * NVAR, u + l * 3 * NVAR, gl) != 0)
+        if (chain(adj + l, LANES, dx + l * DXW * NVAR, u + l * 3 * NVAR, gl) != 0)
             status[l] = finish(energy + l, gl, 2);
     }
 }
@@ -607,8 +613,9 @@ _C_BODY = r"""#include <math.h>
 #define NREST @NREST@     /* general nodes NVAR+NMONO .. NNODES-1 */
 #define NOUT @NOUT@      /* basis functions */
 #define LANES 8       /* geometries per block in the batch kernel (SIMD over geometries) */
-#define NWORK_ONE (2 * NNODES + 4 * NVAR)
-#define NWORK_BLOCK (2 * NNODES * LANES + 4 * NVAR * LANES)
+#define DXW @DXW@       /* derivatives per variable: dx/dr_k (and, for bond angles, dx/dr_a, dx/dr_b) */
+#define NWORK_ONE (2 * NNODES + (3 + DXW) * NVAR)
+#define NWORK_BLOCK (2 * NNODES * LANES + (3 + DXW) * NVAR * LANES)
 
 typedef @PAIRT@ pair_t;  /* packed operand pair a | b << PAIR_SHIFT */
 #define PAIR_SHIFT @PAIRBITS@
@@ -633,7 +640,7 @@ static int finish(double *energy, double *grad, int status)
     return status;
 }
 
-/* Variables of one geometry: x[k*xs] = f(r_k), dx[k] = dx/dr and, if u != NULL, the unit
+@PAIR_LENGTH@/* Variables of one geometry: x[k*xs] = f(r_k), dx[k] = dx/dr and, if u != NULL, the unit
    vectors u[3k..3k+2] of R_i - R_j.  Returns 0, 1 (a distance below r_min), 2 (non-finite
    coordinates) or 3 (coincident atoms). */
 static int prepare(const double *restrict xyz, double *restrict x, int xs, double *restrict dx,
@@ -660,7 +667,7 @@ static int prepare(const double *restrict xyz, double *restrict x, int xs, doubl
             u[3 * k + 2] = d2 / r;
         }
 @TRANSFORM@    }
-    return status;
+@TRANSFORM_POST@    return status;
 }
 
 /* Chain rule for one geometry from the variable adjoints adj[k*as] = dE/dx_k:
@@ -680,7 +687,7 @@ static int chain(const double *restrict adj, int as, const double *restrict dx, 
             grad[pj + i] -= g * u[3 * k + i];
         }
     }
-    for (i = 0; i < 3 * NATOMS; ++i) {
+@CHAIN_POST@    for (i = 0; i < 3 * NATOMS; ++i) {
         grad[i] *= GRAD_SCALE;
         if (!isfinite(grad[i]))
             return 2;
@@ -788,9 +795,54 @@ def _c_transform(t: dict) -> tuple[str, str]:
         code = f"{ind}x[k * xs] = 1.0 / r;\n{ind}dx[k] = -x[k * xs] * x[k * xs];\n"
     elif kind == "reciprocal":
         code = f"{ind}x[k * xs] = R_E[k] / r;\n{ind}dx[k] = -x[k * xs] / r;\n"
+    elif kind == "valence":
+        const = f"static const double MORSE_A = {float(t['param'][0])!r};  /* Morse range, model length unit */\n"
+        code = (f"{ind}if (VAL_A[k] < 0) {{\n{ind}    x[k * xs] = exp(-r / MORSE_A);\n"
+                f"{ind}    dx[k] = -x[k * xs] / MORSE_A;\n{ind}}}\n")
     else:
         code = f"{ind}x[k * xs] = r;\n{ind}dx[k] = 1.0;\n"
     return const, code
+
+
+# Bond angles of the valence transform, after all distances: x_k = cos(theta) + 1/2 with
+# cos(theta) = (ra^2 + rb^2 - rk^2) / (2 ra rb); dx[k], dx[NVAR + k], dx[2 NVAR + k] are its
+# derivatives with respect to rk, ra and rb.
+_C_VALENCE_POST = """    for (k = 0; k < NVAR; ++k) {
+        if (VAL_A[k] >= 0) {
+            const double ra = pair_length(R, VAL_A[k]), rb = pair_length(R, VAL_B[k]), rk = pair_length(R, k);
+            const double c = (ra * ra + rb * rb - rk * rk) / (2.0 * ra * rb);
+            x[k * xs] = c + 0.5;
+            dx[k] = -rk / (ra * rb);
+            dx[NVAR + k] = 1.0 / rb - c / ra;
+            dx[2 * NVAR + k] = 1.0 / ra - c / rb;
+        }
+    }
+"""
+
+_C_VALENCE_CHAIN = """    for (k = 0; k < NVAR; ++k) {
+        if (VAL_A[k] >= 0) {
+            const int a = VAL_A[k], b = VAL_B[k];
+            const double ga = adj[k * as] * dx[NVAR + k], gb = adj[k * as] * dx[2 * NVAR + k];
+            const int pa = 3 * PAIR_I[a], qa = 3 * PAIR_J[a], pb = 3 * PAIR_I[b], qb = 3 * PAIR_J[b];
+            for (i = 0; i < 3; ++i) {
+                grad[pa + i] += ga * u[3 * a + i];
+                grad[qa + i] -= ga * u[3 * a + i];
+                grad[pb + i] += gb * u[3 * b + i];
+                grad[qb + i] -= gb * u[3 * b + i];
+            }
+        }
+    }
+"""
+
+_C_PAIR_LENGTH = """/* Length of pair k of the (scaled) coordinates R. */
+static double pair_length(const double *R, int k)
+{
+    const double *ri = R + 3 * PAIR_I[k], *rj = R + 3 * PAIR_J[k];
+    const double d0 = ri[0] - rj[0], d1 = ri[1] - rj[1], d2 = ri[2] - rj[2];
+    return sqrt(d0 * d0 + d1 * d1 + d2 * d2);
+}
+
+"""
 
 
 def c_source(program: Program, transform: DistanceTransform, weights, *, prefix: str = "pes",
@@ -859,6 +911,10 @@ def c_source(program: Program, transform: DistanceTransform, weights, *, prefix:
         tables.append(f"/* energy = head(p): {_ascii(head.description)} */\n" + head.c_function().rstrip() + "\n")
     if t["kind"] == "reciprocal":
         tables += ["/* reference distances r_e (model length unit) */\n", _c_double_array("R_E", t["param"])]
+    valence = t["kind"] == "valence"
+    if valence:
+        tables += ["/* bond angles: the pairs of the central atom with each atom of pair k (-1: k is such a pair) */\n",
+                   _c_int_array("VAL_A", t["val_ab"][0]), _c_int_array("VAL_B", t["val_ab"][1])]
     rmin_check = ""
     if t["r_min"] is not None:
         tables += ["/* shortest fitted distance per variable (model length unit) */\n",
@@ -884,6 +940,8 @@ def c_source(program: Program, transform: DistanceTransform, weights, *, prefix:
         "PAIRT": "uint32_t" if t["pair_bits"] == 16 else "uint64_t", "PAIRBITS": str(t["pair_bits"]),
         "PAIRMASK": "0xffffu" if t["pair_bits"] == 16 else "0xffffffffu",
         "LUNIT": "caller length units", "EUNIT": "caller energy units",
+        "DXW": "3" if valence else "1", "TRANSFORM_POST": _C_VALENCE_POST if valence else "",
+        "CHAIN_POST": _C_VALENCE_CHAIN if valence else "", "PAIR_LENGTH": _C_PAIR_LENGTH if valence else "",
     }
     if head is None:
         values.update(
@@ -1022,7 +1080,7 @@ _F_BLOCK = r"""  ! Reverse sweep over a block of lanes geometries (adj = dE/dv),
     logical, intent(in) :: want_grad
     integer(c_int), intent(out) :: status(0:lanes-1)
     real(dp), intent(inout) :: v(0:lanes-1, 0:nnodes-1), adj(0:lanes-1, 0:nnodes-1)
-    real(dp), intent(inout) :: u(0:3*nvar-1, 0:lanes-1), dx(0:nvar-1, 0:lanes-1)
+    real(dp), intent(inout) :: u(0:3*nvar-1, 0:lanes-1), dx(0:dxw*nvar-1, 0:lanes-1)
     real(dp) :: x(0:nvar-1), s(0:lanes-1), acc(0:lanes-1), adjx(0:nvar-1)
     integer :: j, l, t, a
     integer(pk) :: ab
@@ -1110,6 +1168,7 @@ _F_BODY = r"""module @P@_model
   integer, parameter :: pair_shift = @PAIRBITS@
   integer, parameter :: natoms = @NATOMS@
   integer, parameter :: nvar = @NV@     ! distance variables, pairs i<j in order
+  integer, parameter :: dxw = @DXW@      ! derivatives per variable: dx/dr_k (bond angles: also dx/dr_a, dx/dr_b)
   integer@NMONO_ATTR@ :: nmono = @NMONO@    ! monomial nodes nvar .. nvar+nmono-1: v = v(a)*v(b)
   integer, parameter :: nnodes = @NNODES@
   integer@NREST_ATTR@ :: nrest = @NREST@    ! general nodes nvar+nmono .. nnodes-1
@@ -1132,13 +1191,13 @@ contains
   ! coordinates) or 3 (coincident atoms).
   subroutine prepare(xyz, x, dx, u, want_u, status)
     real(dp), intent(in) :: xyz(0:3*natoms-1)
-    real(dp), intent(out) :: x(0:nvar-1), dx(0:nvar-1)
+    real(dp), intent(out) :: x(0:nvar-1), dx(0:dxw*nvar-1)
     real(dp), intent(inout) :: u(0:3*nvar-1)
     logical, intent(in) :: want_u
     integer(c_int), intent(out) :: status
     real(dp) :: rr(0:3*natoms-1), d0, d1, d2, r
     integer :: k, pi, pj
-
+@PREPARE_LOCALS@
     status = 0
     x = 0.5_dp  ! any finite value where the geometry is rejected
     dx = 0.0_dp
@@ -1165,18 +1224,19 @@ contains
         u(3 * k + 2) = d2 / r
       end if
 @TRANSFORM@    end do
-  end subroutine prepare
+@TRANSFORM_POST@  end subroutine prepare
+@PAIR_LENGTH@
 
   ! Chain rule for one geometry from the variable adjoints adjx(k) = dE/dx_k:
   ! dE/dR_i = sum_k dE/dx_k dx_k/dr_k (R_i - R_j)/r_k, the opposite for atom j.
   ! A non-finite gradient gives status 2 and grad = 0.
   subroutine chain(adjx, dx, u, grad, status)
-    real(dp), intent(in) :: adjx(0:nvar-1), dx(0:nvar-1), u(0:3*nvar-1)
+    real(dp), intent(in) :: adjx(0:nvar-1), dx(0:dxw*nvar-1), u(0:3*nvar-1)
     real(dp), intent(out) :: grad(0:3*natoms-1)
     integer(c_int), intent(inout) :: status
     real(dp) :: g
     integer :: i, k, pi, pj
-
+@CHAIN_LOCALS@
     grad = 0.0_dp
     do k = 0, nvar - 1
       g = adjx(k) * dx(k)
@@ -1187,7 +1247,7 @@ contains
         grad(pj + i) = grad(pj + i) - g * u(3 * k + i)
       end do
     end do
-    grad = grad * grad_scale
+@CHAIN_POST@    grad = grad * grad_scale
     if (.not. all(ieee_is_finite(grad))) then
       grad = 0.0_dp
       status = 2
@@ -1201,7 +1261,7 @@ contains
     real(dp), intent(inout) :: grad(0:3*natoms-1)
     logical, intent(in) :: want_grad
     integer(c_int), intent(out) :: status
-    real(dp), intent(inout) :: v(0:nnodes-1), adj(0:nnodes-1), u(0:3*nvar-1), dx(0:nvar-1)
+    real(dp), intent(inout) :: v(0:nnodes-1), adj(0:nnodes-1), u(0:3*nvar-1), dx(0:dxw*nvar-1)
     integer :: j, l, a, b
     integer(pk) :: ab, pa, pb
     real(dp) :: s, e, g, gs
@@ -1275,7 +1335,7 @@ contains
 
     nl = 1
 @BLOCK_LANES@
-    allocate(v(0:nl*nnodes-1), adj(0:nl*nnodes-1), u(0:nl*3*nvar-1), dx(0:nl*nvar-1), &
+    allocate(v(0:nl*nnodes-1), adj(0:nl*nnodes-1), u(0:nl*3*nvar-1), dx(0:nl*dxw*nvar-1), &
              gdummy(0:3*natoms-1, 0:nl-1), stat=ierr)
     if (ierr /= 0) then
       energy = 0.0_dp
@@ -1308,9 +1368,60 @@ def _f_transform(t: dict) -> tuple[str, str]:
         code = f"{ind}x(k) = 1.0_dp / r\n{ind}dx(k) = -x(k) * x(k)\n"
     elif kind == "reciprocal":
         code = f"{ind}x(k) = r_e(k) / r\n{ind}dx(k) = -x(k) / r\n"
+    elif kind == "valence":
+        const = f"  real(dp), parameter :: morse_a = {_f_real(t['param'][0])}  ! Morse range, model length unit\n"
+        code = (f"{ind}if (val_a(k) < 0) then\n{ind}  x(k) = exp(-r / morse_a)\n"
+                f"{ind}  dx(k) = -x(k) / morse_a\n{ind}end if\n")
     else:
         code = f"{ind}x(k) = r\n{ind}dx(k) = 1.0_dp\n"
     return const, code
+
+
+# Bond angles of the valence transform (see _C_VALENCE_POST).
+_F_VALENCE_POST = """    do k = 0, nvar - 1
+      if (val_a(k) >= 0) then
+        ra = pair_length(rr, val_a(k))
+        rb = pair_length(rr, val_b(k))
+        rk = pair_length(rr, k)
+        c = (ra * ra + rb * rb - rk * rk) / (2.0_dp * ra * rb)
+        x(k) = c + 0.5_dp
+        dx(k) = -rk / (ra * rb)
+        dx(nvar + k) = 1.0_dp / rb - c / ra
+        dx(2 * nvar + k) = 1.0_dp / ra - c / rb
+      end if
+    end do
+"""
+
+_F_VALENCE_CHAIN = """    do k = 0, nvar - 1
+      if (val_a(k) >= 0) then
+        ga = adjx(k) * dx(nvar + k)
+        gb = adjx(k) * dx(2 * nvar + k)
+        pa = 3 * pair_i(val_a(k))
+        qa = 3 * pair_j(val_a(k))
+        pb = 3 * pair_i(val_b(k))
+        qb = 3 * pair_j(val_b(k))
+        do i = 0, 2
+          grad(pa + i) = grad(pa + i) + ga * u(3 * val_a(k) + i)
+          grad(qa + i) = grad(qa + i) - ga * u(3 * val_a(k) + i)
+          grad(pb + i) = grad(pb + i) + gb * u(3 * val_b(k) + i)
+          grad(qb + i) = grad(qb + i) - gb * u(3 * val_b(k) + i)
+        end do
+      end if
+    end do
+"""
+
+_F_PAIR_LENGTH = """
+  ! Length of pair k of the (scaled) coordinates rr.
+  pure function pair_length(rr, k) result(r)
+    real(dp), intent(in) :: rr(0:3*natoms-1)
+    integer(c_int), intent(in) :: k
+    real(dp) :: r, d0, d1, d2
+    d0 = rr(3 * pair_i(k)) - rr(3 * pair_j(k))
+    d1 = rr(3 * pair_i(k) + 1) - rr(3 * pair_j(k) + 1)
+    d2 = rr(3 * pair_i(k) + 2) - rr(3 * pair_j(k) + 2)
+    r = sqrt((d0 * d0 + d1 * d1) + d2 * d2)
+  end function pair_length
+"""
 
 
 def fortran_source(program: Program, transform: DistanceTransform, weights, *, prefix: str = "pes",
@@ -1359,6 +1470,10 @@ def fortran_source(program: Program, transform: DistanceTransform, weights, *, p
                      + "\n\n")
     if t["kind"] == "reciprocal":
         tables += ["  ! reference distances r_e (model length unit)\n", _f_double_array("r_e", t["param"])]
+    valence = t["kind"] == "valence"
+    if valence:
+        tables += ["  ! bond angles: the pairs of the central atom with each atom of pair k (-1: k is such a pair)\n",
+                   _f_int_array("val_a", t["val_ab"][0]), _f_int_array("val_b", t["val_ab"][1])]
     rmin_check = ""
     if t["r_min"] is not None:
         tables += ["  ! shortest fitted distance per variable (model length unit)\n",
@@ -1383,7 +1498,11 @@ def fortran_source(program: Program, transform: DistanceTransform, weights, *, p
         "PAIRKIND": "c_int32_t" if t["pair_bits"] == 16 else "c_int64_t", "PAIRBITS": str(t["pair_bits"]),
         "PAIRMASK": str((1 << t["pair_bits"]) - 1),
         "TABLES": "".join(tables), "RMIN_CHECK": rmin_check, "TRANSFORM": tcode, "EFLOOR_CHECK": efloor_check,
-        "EFLOOR_CHECK_LANE": efloor_lane,
+        "EFLOOR_CHECK_LANE": efloor_lane, "DXW": "3" if valence else "1",
+        "TRANSFORM_POST": _F_VALENCE_POST if valence else "", "CHAIN_POST": _F_VALENCE_CHAIN if valence else "",
+        "PAIR_LENGTH": _F_PAIR_LENGTH if valence else "",
+        "PREPARE_LOCALS": "    real(dp) :: ra, rb, rk, c\n" if valence else "",
+        "CHAIN_LOCALS": "    real(dp) :: ga, gb\n    integer :: pa, qa, pb, qb\n" if valence else "",
         # an empty segment is a variable, not a parameter, and one spare node is allocated: gfortran
         # warns on constant zero-trip loops and on their (never executed) references past the end
         "NMONO_ATTR": ", parameter" if t["nmono"] else "", "NREST_ATTR": ", parameter" if t["nrest"] else "",

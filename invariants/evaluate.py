@@ -16,7 +16,7 @@ import numpy as np
 from numba import njit
 
 from .program import Program
-from .transforms import DistanceTransform
+from .transforms import DistanceTransform, valence_variables
 
 __all__ = ["evaluate", "jacobian", "pullback", "cartesian_values", "cartesian_jacobian", "cartesian_pullback"]
 
@@ -449,14 +449,31 @@ def _cartesian_args(R, transform: DistanceTransform, n_variables):
     return R, pi.astype(np.int64), pj.astype(np.int64), transform.code, transform.parameters(n_variables)
 
 
+def _valence_args(R, transform: DistanceTransform, n_variables):
+    R = np.ascontiguousarray(R, dtype=np.float64)
+    if R.ndim == 2:
+        R = R[None]
+    if R.ndim != 3 or R.shape[2] != 3:
+        raise ValueError(f"coordinates must have shape (n_structures, n_atoms, 3), got {R.shape}")
+    if R.shape[1] * (R.shape[1] - 1) // 2 != n_variables:
+        raise ValueError(f"basis expects {n_variables} distances; coordinates have {R.shape[1]} atoms")
+    return R
+
+
 def cartesian_values(prog: Program, transform: DistanceTransform, R) -> np.ndarray:
     """Basis values from Cartesian coordinates ``R`` (n, N, 3), shape (n, n_outputs)."""
+    if transform.kind == "valence":
+        return evaluate(prog, valence_variables(_valence_args(R, transform, prog.n_variables), transform))
     R, pi, pj, kind, param = _cartesian_args(R, transform, prog.n_variables)
     return _cartesian_values(R, pi, pj, kind, param, *_tables(prog))
 
 
 def cartesian_jacobian(prog: Program, transform: DistanceTransform, R):
     """Values (n, n_outputs) and ``dp/dR`` (n, n_outputs, N, 3) (forward mode)."""
+    if transform.kind == "valence":
+        X, dXdR = valence_variables(_valence_args(R, transform, prog.n_variables), transform, gradient=True)
+        vals, dpdx = jacobian(prog, X)
+        return vals, np.einsum("nbk,nkad->nbad", dpdx, dXdR)
     R, pi, pj, kind, param = _cartesian_args(R, transform, prog.n_variables)
     return _cartesian_jacobian(R, pi, pj, kind, param, *_tables(prog))
 
@@ -467,6 +484,13 @@ def cartesian_pullback(prog: Program, transform: DistanceTransform, R, W, *, gra
     The chain rule: ``dE/dR_i = sum_(i,j) (dE/dx_ij)(dx/dr_ij)(R_i - R_j)/r_ij``
     and the opposite for atom ``j``.  With ``gradient=False`` only ``E``.
     """
+    if transform.kind == "valence":
+        R = _valence_args(R, transform, prog.n_variables)
+        if not gradient:
+            return pullback(prog, valence_variables(R, transform), W, gradient=False)
+        X, dXdR = valence_variables(R, transform, gradient=True)
+        values, gx = pullback(prog, X, W, gradient=True)
+        return values, np.einsum("nk,nkad->nad", gx, dXdR)
     R, pi, pj, kind, param = _cartesian_args(R, transform, prog.n_variables)
     W = _weights(W, R.shape[0], prog.n_outputs)
     kernel = _cartesian_pullback_lanes if R.shape[0] >= LANES else _cartesian_pullback

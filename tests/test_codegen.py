@@ -192,6 +192,19 @@ def test_transforms(tmp_path, lang, kind):
 
 
 @pytest.mark.parametrize("lang", ["c", "fortran"])
+@pytest.mark.parametrize("formula", ["A3B", "A4B"])
+def test_valence_transform(tmp_path, lang, formula):
+    """Bond angles at the central atom (the last one here, so its pairs come after the angle pairs)."""
+    b = basis(formula, 4)
+    tr = DistanceTransform("valence", 1.3, b.group.n_atoms - 1)
+    w = weights_for(b, 4)
+    lib = build(tmp_path, lang, b.program, tr, w)
+    e, g = compare(lib, b.program, tr, w, random_structures(b.group.n_atoms, 37, seed=5))
+    es, gs, st = lib.single(random_structures(b.group.n_atoms, 37, seed=5)[3] / LS)
+    assert st == 0 and abs(es - e[3]) <= 1e-14 * abs(e[3])
+
+
+@pytest.mark.parametrize("lang", ["c", "fortran"])
 def test_wide_index_packing(tmp_path, lang, monkeypatch):
     """Tables above 65535 nodes pack operand pairs in 64 bits; force that path on a small basis."""
     monkeypatch.setattr(codegen, "_PACK16_LIMIT", 0)

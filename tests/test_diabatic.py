@@ -117,6 +117,42 @@ def test_coupling_symmetry(nh3, nh3_model):
     assert np.max(np.abs(Up[:, 0, 1])) < 1e-12
 
 
+def test_default_variables_are_chosen_by_cv(nh3, nh3_model):
+    """auto: CV on the training set picks the valence variables (bond angles at N) for NH3."""
+    hp = nh3_model.hyperparameters_
+    assert hp["variables"] == "valence" and hp["valence_center"] == 0
+    assert nh3_model.molecule_.transform == DistanceTransform("valence", 1.5, 0)
+    tried = {r["variables"] for r in nh3_model.cv_results_}
+    assert tried == {"distances", "valence"}
+    assert set(hp["element_pseudoscalar_powers"].values()) <= {0, 2}
+
+
+def test_distance_variables_keep_the_coupling_symmetry(nh3, tmp_path):
+    model = DiabaticModel(irreps="A1,A2", degree=3, morse_a=1.5, ridge=0.0, variables="distances")
+    model.fit(nh3[0].first(600))
+    assert model.molecule_.transform.kind == "morse" and model.hyperparameters_["variables"] == "distances"
+    R = np.asarray(nh3[1].R[:20])
+    U = model.predict_diabatic(R)
+    assert np.allclose(model.predict_diabatic(R[:, ODD])[:, 0, 1], -U[:, 0, 1], rtol=1e-10, atol=1e-12)
+    assert np.max(np.abs(model.predict_diabatic(_planar(R))[:, 0, 1])) < 1e-12
+
+
+def test_valence_center_and_variable_errors(nh3):
+    from pesfit.models.diabatic import valence_center
+
+    R = np.asarray(nh3[0].R[:50])
+    g = PermutationGroup.from_symbols(["N", "H", "H", "H"])
+    assert valence_center(["N", "H", "H", "H"], g, R) == 0
+    order = [1, 2, 0, 3]
+    assert valence_center(["H", "H", "N", "H"], PermutationGroup.from_symbols(["H", "H", "N", "H"]), R[:, order]) == 2
+    assert valence_center(["H"] * 4, PermutationGroup.from_symbols(["H"] * 4), R) is None
+    h4 = Dataset(R=R, z=[1, 1, 1, 1], E=np.sort(np.random.default_rng(0).normal(size=(50, 2)), axis=1))
+    with pytest.raises(ValueError, match="valence variables need a central atom"):
+        DiabaticModel(degree=2, variables="valence", target="adiabatic").fit(h4)
+    with pytest.raises(ValueError, match="variables must be one of"):
+        DiabaticModel(variables="angles").fit(nh3[0].first(50))
+
+
 def pair_min(R):
     from invariants import pair_distances
 
@@ -204,9 +240,9 @@ def test_export_spec_reproduces_u(nh3, nh3_model):
     from pesfit.models.pseudoscalars import Pseudoscalar
 
     ps = [Pseudoscalar.from_dict(p) for p in spec["pseudoscalars"]]
-    from invariants import pair_distances
+    from invariants.transforms import transformed_variables
 
-    x = spec["transform"](pair_distances(R))
+    x = transformed_variables(R, spec["transform"])
     U = np.zeros((10, 2, 2))
     for el in spec["elements"]:
         val = np.zeros(10)
@@ -329,13 +365,13 @@ def test_adiabatic_fit_with_gradients_and_couplings_recovers_u(nh3, three_state)
     """Energies alone leave the couplings free; with gradients and derivative couplings they are fixed."""
     train, _ = three_state
     truth = DiabaticModel(n_states=3, irreps="A1,A2,A2'", degree=2, morse_a=1.5, ridge=0.0,
-                          pseudoscalar_powers=0).fit(train)
+                          pseudoscalar_powers=0, variables="distances").fit(train)
     R = np.asarray(train.R[:120])
     res = truth.predict_adiabatic(R)
     data = Dataset(R=R, z=train.z, E=res["energies"])
     flip = np.where(np.arange(len(R)) % 2, 1.0, -1.0)[:, None, None, None, None]   # arbitrary phases
     model = DiabaticModel(n_states=3, irreps="A1,A2,A2'", target="adiabatic", degree=2, morse_a=1.5, ridge=0.0,
-                          pseudoscalar_powers=0, n_starts=1, max_nfev=50, gradient_weight=0.3,
+                          pseudoscalar_powers=0, variables="distances", n_starts=1, max_nfev=50, gradient_weight=0.3,
                           coupling_weight=0.3).fit(data, gradients=res["gradients"], couplings=res["nac"] * flip)
     Rt = np.asarray(three_state[1].R[:100])
     Ut, Uf = truth.predict_diabatic(Rt), model.predict_diabatic(Rt)
@@ -385,10 +421,12 @@ def test_cli_fit_json(capsys):
 
     code = main(["fit", "--train", str(shipped_path("nh3_dpem", "train")), "--n-train", "600",
                  "--test", str(shipped_path("nh3_dpem", "test")), "--model", "diabatic", "--states", "2",
-                 "--irreps", "A1,A2", "--target", "u", "--degree", "3", "--morse-a", "1.5", "--json", "--quiet"])
+                 "--irreps", "A1,A2", "--target", "u", "--degree", "3", "--morse-a", "1.5", "--variables", "distances",
+                 "--json", "--quiet"])
     assert code == 0
     out = json.loads(capsys.readouterr().out)
     assert out["test"]["energy_rmse_meV"] > 0
+    assert out["hyperparameters"]["variables"] == "distances" and out["hyperparameters"]["valence_center"] is None
     assert set(out["test"]["u_rmse_meV"]) == {"U11", "U12", "U22"}
     code = main(["fit", "--train", str(shipped_path("nh3_dpem", "train")), "--n-train", "300", "--model", "diabatic",
                  "--states", "3", "--json", "--quiet"])

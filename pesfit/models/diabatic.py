@@ -99,6 +99,10 @@ __all__ = [
 #: regularisation of ``1/(lambda_l - lambda_k)`` in derivative couplings [eV]
 DEGENERACY_EPS = 1e-8
 DEFAULT_MORSE_GRID = (1.0, 1.5, 2.0, 2.5)
+#: polynomial variables: Morse distances, valence (bonds and angles at a central atom), or chosen by CV
+VARIABLES = ("auto", "distances", "valence")
+#: extra pseudoscalar powers tried per element when pseudoscalar_powers is None
+PSEUDOSCALAR_POWER_GRID = (0, 2)
 DEFAULT_RIDGE_GRID = (0.0, 1e-12, 1e-10, 1e-8)
 TARGETS = ("u", "adiabatic", "both")
 #: columns whose pivoted-QR diagonal falls below this fraction of the first are dropped
@@ -214,6 +218,23 @@ def build_elements(group: PermutationGroup, irreps, degree: int, coupling_degree
             raise ValueError(f"U{i + 1}{j + 1} ({irrep}) has an empty basis; raise the degree")
         out.append(MatrixElement(i, j, irrep, tuple(terms)))
     return out
+
+
+def valence_center(symbols, group: PermutationGroup, R) -> int | None:
+    """The central atom of valence variables, or None.
+
+    Candidates are atoms whose element occurs once and that every generator of
+    ``group`` fixes; among them the one with the smallest mean distance to the
+    other atoms over the structures ``R`` (n, N, 3) [Å].
+    """
+    symbols = list(symbols)
+    fixed = [i for i, s in enumerate(symbols)
+             if symbols.count(s) == 1 and all(g[i] == i for g in group.generators)]
+    if not fixed or len(symbols) < 3:
+        return None
+    R = np.asarray(R, dtype=np.float64)
+    mean = [float(np.mean(np.linalg.norm(R - R[:, i:i + 1, :], axis=-1))) for i in fixed]
+    return fixed[int(np.argmin(mean))]
 
 
 # ------------------------------------------------------------- evaluation
@@ -578,17 +599,27 @@ class DiabaticModel(ModelBase):
         nonlinear), or both.
     degree : int or None
         Degree of the diagonal elements; None: chosen by cross-validation
-        among 5 and 6 (4 and 5 for fewer than 2000 structures).
+        among 5 and 6 (4 and 5 for fewer than 2000 structures; with valence
+        variables 6, 7 and 8 from 3000 structures on).
     coupling_degree : int or None
         Degree of the off-diagonal elements; None: ``degree``.
     morse_a : float or None
         Morse range [Å]; None: chosen from ``morse_grid`` by CV.
     morse_grid : tuple of float
+    variables : {"auto", "distances", "valence"}
+        The polynomial variables: Morse-transformed distances, or valence
+        variables around a central atom (the atom whose element occurs once
+        and which is nearest to the others on average): Morse variables of
+        its bonds and ``cos(theta) + 1/2`` of the bond angles at it, in
+        place of the distances between the other atoms
+        (:func:`invariants.transforms.valence_variables`).  ``"auto"``
+        lets cross-validation choose when such an atom exists.
     pseudoscalar_damping : {"tanh", "none"}
     pseudoscalar_scale : float
         ``v0`` [Å^3] of ``tanh(V / v0)``.
-    pseudoscalar_powers : int
-        Pseudoscalar powers beyond the minimum in each element (0 or 2 are typical).
+    pseudoscalar_powers : int or None
+        Pseudoscalar powers beyond the minimum in each element (0 or 2 are
+        typical); None: chosen per element by CV among 0 and 2.
     ridge : float or None
         Ridge on unit-norm columns; None: per element by CV (linear fits) or 0.
     energy_weight_e0 : float or None
@@ -641,8 +672,9 @@ class DiabaticModel(ModelBase):
         "degree": (type(None), int),
         "coupling_degree": (type(None), int),
         "morse_a": (type(None), float, int),
+        "variables": (str,),
         "pseudoscalar_scale": (float, int),
-        "pseudoscalar_powers": (int,),
+        "pseudoscalar_powers": (type(None), int),
         "ridge": (type(None), float, int),
         "energy_weight_e0": (type(None), float, int),
         "u_weight": (float, int),
@@ -658,8 +690,8 @@ class DiabaticModel(ModelBase):
     }
 
     def __init__(self, *, n_states=None, irreps=None, target="u", degree=None, coupling_degree=None, morse_a=None,
-                 morse_grid=DEFAULT_MORSE_GRID, pseudoscalar_damping="tanh", pseudoscalar_scale=1.0,
-                 pseudoscalar_powers=2, ridge=None, energy_weight_e0=None, u_weight=1.0, gradient_weight=0.1,
+                 morse_grid=DEFAULT_MORSE_GRID, variables="auto", pseudoscalar_damping="tanh", pseudoscalar_scale=1.0,
+                 pseudoscalar_powers=None, ridge=None, energy_weight_e0=None, u_weight=1.0, gradient_weight=0.1,
                  coupling_weight=0.1, coupling_ridge=1e-4, n_starts=3, coupling_init=0.3, max_nfev=30,
                  validation_fraction=0.1,
                  cv_folds=4, blocks=None,
@@ -671,6 +703,7 @@ class DiabaticModel(ModelBase):
         self.coupling_degree = coupling_degree
         self.morse_a = morse_a
         self.morse_grid = morse_grid
+        self.variables = variables
         self.pseudoscalar_damping = pseudoscalar_damping
         self.pseudoscalar_scale = pseudoscalar_scale
         self.pseudoscalar_powers = pseudoscalar_powers
@@ -699,12 +732,15 @@ class DiabaticModel(ModelBase):
                  help="diabatic: fit the diabatic matrix U (u), the adiabatic energies (adiabatic) or both")
         add_once(parser, "--e0", type=float, default=None, help="energy weighting E0/(E0+E-Emin), eV")
         add_once(parser, "--ridge", type=float, default=None, help="ridge on unit-norm columns (default: by CV)")
+        add_once(parser, "--variables", choices=list(VARIABLES), default=None,
+                 help="diabatic: polynomial variables, Morse distances or valence (bond lengths and angles at the "
+                      "central atom); default auto, chosen by CV")
 
     @classmethod
     def params_from_cli(cls, args) -> dict:
         return cls._params_from_flags(args, {"states": "n_states", "irreps": "irreps", "target": "target",
                                              "degree": "degree", "morse_a": "morse_a", "e0": "energy_weight_e0",
-                                             "ridge": "ridge"}, forces=False)
+                                             "ridge": "ridge", "variables": "variables"}, forces=False)
 
     # ---------------------------------------------------------------- checks
     def _validate_params(self):
@@ -721,7 +757,9 @@ class DiabaticModel(ModelBase):
             raise ValueError(f"morse_a must be > 0 Å, got {self.morse_a}")
         if any(a <= 0 for a in self.morse_grid):
             raise ValueError(f"morse_grid values must be > 0 Å, got {self.morse_grid}")
-        if self.pseudoscalar_powers < 0:
+        if self.variables not in VARIABLES:
+            raise ValueError(f"variables must be one of {VARIABLES}, got {self.variables!r}")
+        if self.pseudoscalar_powers is not None and self.pseudoscalar_powers < 0:
             raise ValueError(f"pseudoscalar_powers must be >= 0, got {self.pseudoscalar_powers}")
         if self.ridge is not None and self.ridge < 0:
             raise ValueError(f"ridge must be >= 0, got {self.ridge}")
@@ -787,10 +825,44 @@ class DiabaticModel(ModelBase):
         return ns, gradients, couplings
 
     # ------------------------------------------------------------------- fit
-    def _candidate_degrees(self, n):
+    def _candidate_degrees(self, n, variables="distances"):
         if self.degree is not None:
             return [int(self.degree)]
+        if variables == "valence" and n >= 3000:
+            return [6, 7, 8]
         return [4, 5] if n < 2000 else [5, 6]
+
+    def _choose_per_element(self, cands) -> list[tuple[int, int]]:
+        """``(configuration, ridge)`` indices of each element: the lowest CV error over the candidates.
+
+        Elements not fitted linearly (couplings of an adiabatic fit) take the
+        largest basis at the highest degree chosen for the others.
+        """
+        sse = np.stack([c[3] for c in cands])            # (n_configs, n_elements, n_ridges)
+        scored = [q for q, e in enumerate(cands[0][1]) if not (self.target == "adiabatic" and e.i != e.j)]
+        choice = [None] * sse.shape[1]
+        for q in scored:
+            c, r_ = np.unravel_index(int(np.argmin(sse[:, q, :])), (sse.shape[0], sse.shape[2]))
+            choice[q] = (int(c), int(r_))
+        top = max(cands[c][0][0] for c, _ in (choice[q] for q in scored))
+        fallback = max((i for i, c in enumerate(cands) if c[0][0] == top), key=lambda i: cands[i][0][2])
+        return [ch if ch is not None else (fallback, 0) for ch in choice]
+
+    def _variable_transforms(self, data: Dataset, group) -> list:
+        """``(name, make_transform(a))`` for each candidate kind of variables."""
+        center = valence_center(data.symbols, group, data.R)
+        if self.variables == "valence" and center is None:
+            raise ValueError(f"valence variables need a central atom whose element occurs once and that no "
+                             f"permutation moves; {' '.join(data.symbols)} has none")
+        kinds = {"auto": ["distances"] + (["valence"] if center is not None else []),
+                 "distances": ["distances"], "valence": ["valence"]}[self.variables]
+        out = []
+        for kind in kinds:
+            if kind == "valence":
+                out.append((kind, lambda a, c=center: DistanceTransform("valence", a, c)))
+            else:
+                out.append((kind, lambda a: DistanceTransform("morse", a)))
+        return out
 
     def fit(self, data: Dataset, *, gradients=None, couplings=None, progress=None) -> "DiabaticModel":
         """Fit to a multi-state :class:`~pesfit.data.Dataset`.
@@ -819,7 +891,7 @@ class DiabaticModel(ModelBase):
         pseudoscalars = find_pseudoscalars(group, damping=self.pseudoscalar_damping,
                                            scale=float(self.pseudoscalar_scale))
         w = state_weights(E, self.energy_weight_e0)
-        degrees = self._candidate_degrees(n)
+        variable_kinds = self._variable_transforms(data, group)
         a_grid = [float(self.morse_a)] if self.morse_a is not None else [float(a) for a in self.morse_grid]
         ridges = [float(self.ridge)] if self.ridge is not None else list(DEFAULT_RIDGE_GRID)
         # linear targets: U elements (target u/both) or the adiabats sorted by state (adiabatic)
@@ -829,28 +901,37 @@ class DiabaticModel(ModelBase):
         else:
             Ylin = Uref
         rng = np.random.default_rng(self.random_state)
-        need_cv = len(degrees) * len(a_grid) * len(ridges) > 1
+        pp_grid = ([int(self.pseudoscalar_powers)] if self.pseudoscalar_powers is not None
+                   else list(PSEUDOSCALAR_POWER_GRID))
+        configs = {kind: [(d, d if self.coupling_degree is None else int(self.coupling_degree), pp)
+                          for d in self._candidate_degrees(n, kind) for pp in pp_grid]
+                   for kind, _ in variable_kinds}
+        n_configs = sum(len(c) for c in configs.values()) * len(a_grid)
+        need_cv = n_configs * len(ridges) > 1
         folds = np.array_split(rng.permutation(n), self.cv_folds) if need_cv else []
         if need_cv and min(len(f) for f in folds) < 2:
             raise ValueError(f"{n} structures are too few for {self.cv_folds}-fold cross-validation")
         self.cv_results_ = []
-        total = len(degrees) * len(a_grid) * max(1, len(folds))
+        total = n_configs * max(1, len(folds))
         step = 0
         best = None
-        for d in degrees:
-            cdeg = d if self.coupling_degree is None else int(self.coupling_degree)
-            raw = build_elements(group, irreps, d, cdeg, pseudoscalars, pseudoscalar_powers=self.pseudoscalar_powers)
+        raws = {}
+        ps_vals, _ = _pseudoscalar_values(pseudoscalars, R, False)
+        for kind, make_transform in variable_kinds:
             for a in a_grid:
-                transform = DistanceTransform("morse", a)
-                elements = prune_elements(raw, R, transform, pseudoscalars)
-                for e in elements:
-                    if e.n_features > n:
-                        raise ValueError(f"{e.label} has {e.n_features} basis functions for {n} structures; "
-                                         "lower the degree or add data")
-                ps_vals, _ = _pseudoscalar_values(pseudoscalars, R, False)
-                Phis = [design(e, R, transform, ps_vals) for e in elements]
-                sse = np.zeros((len(elements), len(ridges)))
-                if need_cv:
+                transform = make_transform(a)
+                cands = []      # per configuration: (config, elements, Phis, sse (n_elements, n_ridges))
+                for config in configs[kind]:
+                    d, cdeg, pp = config
+                    if config not in raws:
+                        raws[config] = build_elements(group, irreps, d, cdeg, pseudoscalars, pseudoscalar_powers=pp)
+                    elements = prune_elements(raws[config], R, transform, pseudoscalars)
+                    for e in elements:
+                        if e.n_features > n:
+                            raise ValueError(f"{e.label} has {e.n_features} basis functions for {n} structures; "
+                                             "lower the degree or add data")
+                    Phis = [design(e, R, transform, ps_vals) for e in elements]
+                    sse = np.zeros((len(elements), len(ridges)))
                     for k, val in enumerate(folds):
                         train = np.setdiff1d(np.arange(n), val)
                         for q, (e, P) in enumerate(zip(elements, Phis)):
@@ -862,21 +943,21 @@ class DiabaticModel(ModelBase):
                                 sse[q, r_] += np.sum((P[val] @ c - Ylin[val, e.i, e.j]) ** 2)
                         step += 1
                         if progress is not None:
-                            progress(step, total, f"CV degree {d} a={a:g} fold {k + 1}/{len(folds)}")
-                best_r = sse.argmin(axis=1)
-                score = float(sum(sse[q, r_] for q, r_ in enumerate(best_r)))
-                n_el = sum(1 for e in elements if not (self.target == "adiabatic" and e.i != e.j))
-                self.cv_results_.append({
-                    "degree": d, "coupling_degree": cdeg, "morse_a": a,
-                    "ridges": {e.label: ridges[r_] for e, r_ in zip(elements, best_r)},
-                    "cv_rmse_meV": 1000 * float(np.sqrt(score / (n * n_el))) if need_cv else None,
-                    "cv_element_rmse_meV": {e.label: 1000 * float(np.sqrt(sse[q, best_r[q]] / n))
-                                            for q, e in enumerate(elements)} if need_cv else None,
-                })
+                            progress(step, total, f"CV {kind} degree {d} a={a:g} fold {k + 1}/{len(folds)}")
+                    cands.append((config, elements, Phis, sse))
+                    self.cv_results_.append({
+                        "variables": kind, "degree": d, "coupling_degree": cdeg, "pseudoscalar_powers": pp,
+                        "morse_a": a,
+                        "cv_element_rmse_meV": {e.label: 1000 * float(np.sqrt(sse[q].min() / n))
+                                                for q, e in enumerate(elements)} if need_cv else None,
+                    })
+                choice = self._choose_per_element(cands)
+                score = float(sum(cands[c][3][q, r_] for q, (c, r_) in enumerate(choice)))
                 if best is None or score < best[0]:
-                    best = (score, d, cdeg, a, elements, Phis, [ridges[r_] for r_ in best_r])
-        _, d, cdeg, a, elements, Phis, el_ridges = best
-        transform = DistanceTransform("morse", a)
+                    best = (score, kind, a, transform, [cands[c][1][q] for q, (c, _) in enumerate(choice)],
+                            [cands[c][2][q] for q, (c, _) in enumerate(choice)], [ridges[r_] for _, r_ in choice],
+                            [cands[c][0] for c, _ in choice])
+        _, kind, a, transform, elements, Phis, el_ridges, el_configs = best
         # linear fit at the chosen hyperparameters
         coefs = []
         for e, P, lam in zip(elements, Phis, el_ridges):
@@ -895,9 +976,15 @@ class DiabaticModel(ModelBase):
         self.irreps_ = irreps
         self.n_states_ = ns
         self.molecule_ = Molecule(tuple(data.symbols), group, transform)
+        diagonal = [cfg[0] for e, cfg in zip(elements, el_configs) if e.i == e.j]
+        off = [cfg[1] for e, cfg in zip(elements, el_configs) if e.i != e.j]
         self.hyperparameters_ = {
-            "n_states": ns, "irreps": [str(i) for i in irreps], "target": self.target, "degree": d,
-            "coupling_degree": cdeg, "morse_a": a, "ridge": {e.label: lam for e, lam in zip(elements, el_ridges)},
+            "n_states": ns, "irreps": [str(i) for i in irreps], "target": self.target, "degree": max(diagonal),
+            "coupling_degree": max(off), "morse_a": a, "variables": kind,
+            "valence_center": transform.center if transform.kind == "valence" else None,
+            "element_degree": {e.label: cfg[0] if e.i == e.j else cfg[1] for e, cfg in zip(elements, el_configs)},
+            "element_pseudoscalar_powers": {e.label: cfg[2] for e, cfg in zip(elements, el_configs)},
+            "ridge": {e.label: lam for e, lam in zip(elements, el_ridges)},
             "pseudoscalar_damping": self.pseudoscalar_damping, "pseudoscalar_scale": float(self.pseudoscalar_scale),
             "pseudoscalar_powers": self.pseudoscalar_powers, "energy_weight_e0": self.energy_weight_e0,
             "n_features": {e.label: e.n_features for e in elements},
