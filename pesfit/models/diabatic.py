@@ -600,7 +600,8 @@ class DiabaticModel(ModelBase):
     degree : int or None
         Degree of the diagonal elements; None: chosen by cross-validation
         among 5 and 6 (4 and 5 for fewer than 2000 structures; with valence
-        variables and ``target="u"``, 6, 7 and 8 from 3000 structures on).
+        variables 6, 7 and 8 from 3000 structures on, 6 and 7 for the
+        nonlinear targets).
     coupling_degree : int or None
         Degree of the off-diagonal elements; None: ``degree``.
     morse_a : float or None
@@ -828,8 +829,9 @@ class DiabaticModel(ModelBase):
     def _candidate_degrees(self, n, variables="distances"):
         if self.degree is not None:
             return [int(self.degree)]
-        if variables == "valence" and n >= 3000 and self.target == "u":   # linear fits only: the nonlinear
-            return [6, 7, 8]                                                # ones would take an hour at degree 8
+        if variables == "valence" and n >= 3000:
+            # nonlinear fits (adiabatic targets) cost far more per coefficient: degree 8 stays linear-only
+            return [6, 7, 8] if self.target == "u" else [6, 7]
         return [4, 5] if n < 2000 else [5, 6]
 
     def _choose_per_element(self, cands) -> list[tuple[int, int]]:
