@@ -1380,8 +1380,8 @@ def _f_transform(t: dict) -> tuple[str, str]:
 # Bond angles of the valence transform (see _C_VALENCE_POST).
 _F_VALENCE_POST = """    do k = 0, nvar - 1
       if (val_a(k) >= 0) then
-        ra = pair_length(rr, val_a(k))
-        rb = pair_length(rr, val_b(k))
+        ra = pair_length(rr, int(val_a(k)))
+        rb = pair_length(rr, int(val_b(k)))
         rk = pair_length(rr, k)
         c = (ra * ra + rb * rb - rk * rk) / (2.0_dp * ra * rb)
         x(k) = c + 0.5_dp
@@ -1414,7 +1414,7 @@ _F_PAIR_LENGTH = """
   ! Length of pair k of the (scaled) coordinates rr.
   pure function pair_length(rr, k) result(r)
     real(dp), intent(in) :: rr(0:3*natoms-1)
-    integer(c_int), intent(in) :: k
+    integer, intent(in) :: k
     real(dp) :: r, d0, d1, d2
     d0 = rr(3 * pair_i(k)) - rr(3 * pair_j(k))
     d1 = rr(3 * pair_i(k) + 1) - rr(3 * pair_j(k) + 1)

@@ -74,6 +74,8 @@ class DistanceTransform:
 
     @property
     def code(self) -> int:
+        """Integer code of an elementwise kind for the compiled kernels."""
+        self._elementwise()
         return TRANSFORM_CODES[self.kind]
 
     def parameters(self, n_variables: int) -> np.ndarray:

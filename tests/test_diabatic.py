@@ -124,6 +124,9 @@ def test_default_variables_are_chosen_by_cv(nh3, nh3_model):
     assert nh3_model.molecule_.transform == DistanceTransform("valence", 1.5, 0)
     tried = {r["variables"] for r in nh3_model.cv_results_}
     assert tried == {"distances", "valence"}
+    best_valence = min(r["cv_rmse_meV"] for r in nh3_model.cv_results_ if r["variables"] == "valence")
+    best_distances = min(r["cv_rmse_meV"] for r in nh3_model.cv_results_ if r["variables"] == "distances")
+    assert best_valence < best_distances
     assert set(hp["element_pseudoscalar_powers"].values()) <= {0, 2}
 
 

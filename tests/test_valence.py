@@ -68,6 +68,8 @@ def test_serialisation_and_errors():
         DistanceTransform("morse", 1.4, 0)
     with pytest.raises(ValueError, match="not elementwise"):
         t(pair_distances(R_NH3))
+    with pytest.raises(ValueError, match="not elementwise"):
+        t.code                      # the compiled elementwise kernels must never see it
     with pytest.raises(ValueError, match="central atom 5 is not among the 4 atoms"):
         valence_variables(R_NH3, DistanceTransform("valence", 1.4, 5))
     with pytest.raises(ValueError, match="transform description lacks field 'center'"):
