@@ -301,6 +301,24 @@ def _c_comment(text: str) -> str:
     return "/*\n" + "\n".join((" * " + ln).rstrip() for ln in lines) + "\n */\n"
 
 
+#: prototypes of the standard entry points (header side of C_ENTRY_POINTS), units @LUNIT@ / @EUNIT@
+C_ENTRY_PROTOTYPES = r"""/* Energy of one geometry.  xyz[natoms*3] in @LUNIT@; *energy in @EUNIT@; *status as above. */
+void @P@_energy(const double *xyz, double *energy, int *status);
+
+/* Energy and gradient dE/dxyz (natoms*3, @EUNIT@/@LUNIT@; forces are -grad) of one geometry. */
+void @P@_energy_gradient(const double *xyz, double *energy, double *grad, int *status);
+
+/* n geometries: xyz[n*natoms*3], energy[n], status[n] (one status per geometry). */
+void @P@_energy_batch(int n, const double *xyz, double *energy, int *status);
+
+/* n geometries: xyz[n*natoms*3], energy[n], grad[n*natoms*3], status[n]. */
+void @P@_energy_gradient_batch(int n, const double *xyz, double *energy, double *grad, int *status);
+
+/* Copies the metadata string (NUL-terminated, truncated to len-1 characters) into buf;
+   returns the full length of the string, so a caller can size buf. */
+int @P@_info(char *buf, int len);
+"""
+
 _C_HEADER = r"""#ifndef @UP@_H_INCLUDED
 #define @UP@_H_INCLUDED
 
@@ -321,22 +339,7 @@ extern "C" {
 /* Number of atoms the model expects. */
 int @P@_natoms(void);
 
-/* Energy of one geometry.  xyz[natoms*3] in @LUNIT@; *energy in @EUNIT@; *status as above. */
-void @P@_energy(const double *xyz, double *energy, int *status);
-
-/* Energy and gradient dE/dxyz (natoms*3, @EUNIT@/@LUNIT@; forces are -grad) of one geometry. */
-void @P@_energy_gradient(const double *xyz, double *energy, double *grad, int *status);
-
-/* n geometries: xyz[n*natoms*3], energy[n], status[n] (one status per geometry). */
-void @P@_energy_batch(int n, const double *xyz, double *energy, int *status);
-
-/* n geometries: xyz[n*natoms*3], energy[n], grad[n*natoms*3], status[n]. */
-void @P@_energy_gradient_batch(int n, const double *xyz, double *energy, double *grad, int *status);
-
-/* Copies the metadata string (NUL-terminated, truncated to len-1 characters) into buf;
-   returns the full length of the string, so a caller can size buf. */
-int @P@_info(char *buf, int len);
-
+""" + C_ENTRY_PROTOTYPES + r"""
 #ifdef __cplusplus
 }
 #endif

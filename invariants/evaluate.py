@@ -436,7 +436,8 @@ def pullback(prog: Program, X, W, *, gradient: bool = True):
     return (vals[0], grad[0]) if single else (vals, grad)
 
 
-def _cartesian_args(R, transform: DistanceTransform, n_variables):
+def _coordinates(R, n_variables):
+    """``R`` as a C-contiguous (n, N, 3) float array whose N(N-1)/2 distances match the basis."""
     R = np.ascontiguousarray(R, dtype=np.float64)
     if R.ndim == 2:
         R = R[None]
@@ -445,25 +446,19 @@ def _cartesian_args(R, transform: DistanceTransform, n_variables):
     na = R.shape[1]
     if na * (na - 1) // 2 != n_variables:
         raise ValueError(f"basis expects {n_variables} distances; coordinates have {na} atoms")
-    pi, pj = np.triu_indices(na, k=1)
-    return R, pi.astype(np.int64), pj.astype(np.int64), transform.code, transform.parameters(n_variables)
-
-
-def _valence_args(R, transform: DistanceTransform, n_variables):
-    R = np.ascontiguousarray(R, dtype=np.float64)
-    if R.ndim == 2:
-        R = R[None]
-    if R.ndim != 3 or R.shape[2] != 3:
-        raise ValueError(f"coordinates must have shape (n_structures, n_atoms, 3), got {R.shape}")
-    if R.shape[1] * (R.shape[1] - 1) // 2 != n_variables:
-        raise ValueError(f"basis expects {n_variables} distances; coordinates have {R.shape[1]} atoms")
     return R
+
+
+def _cartesian_args(R, transform: DistanceTransform, n_variables):
+    R = _coordinates(R, n_variables)
+    pi, pj = np.triu_indices(R.shape[1], k=1)
+    return R, pi.astype(np.int64), pj.astype(np.int64), transform.code, transform.parameters(n_variables)
 
 
 def cartesian_values(prog: Program, transform: DistanceTransform, R) -> np.ndarray:
     """Basis values from Cartesian coordinates ``R`` (n, N, 3), shape (n, n_outputs)."""
     if transform.kind == "valence":
-        return evaluate(prog, valence_variables(_valence_args(R, transform, prog.n_variables), transform))
+        return evaluate(prog, valence_variables(_coordinates(R, prog.n_variables), transform))
     R, pi, pj, kind, param = _cartesian_args(R, transform, prog.n_variables)
     return _cartesian_values(R, pi, pj, kind, param, *_tables(prog))
 
@@ -471,7 +466,7 @@ def cartesian_values(prog: Program, transform: DistanceTransform, R) -> np.ndarr
 def cartesian_jacobian(prog: Program, transform: DistanceTransform, R):
     """Values (n, n_outputs) and ``dp/dR`` (n, n_outputs, N, 3) (forward mode)."""
     if transform.kind == "valence":
-        X, dXdR = valence_variables(_valence_args(R, transform, prog.n_variables), transform, gradient=True)
+        X, dXdR = valence_variables(_coordinates(R, prog.n_variables), transform, gradient=True)
         vals, dpdx = jacobian(prog, X)
         return vals, np.einsum("nbk,nkad->nbad", dpdx, dXdR)
     R, pi, pj, kind, param = _cartesian_args(R, transform, prog.n_variables)
@@ -485,7 +480,7 @@ def cartesian_pullback(prog: Program, transform: DistanceTransform, R, W, *, gra
     and the opposite for atom ``j``.  With ``gradient=False`` only ``E``.
     """
     if transform.kind == "valence":
-        R = _valence_args(R, transform, prog.n_variables)
+        R = _coordinates(R, prog.n_variables)
         if not gradient:
             return pullback(prog, valence_variables(R, transform), W, gradient=False)
         X, dXdR = valence_variables(R, transform, gradient=True)

@@ -243,22 +243,7 @@ void @P@_adiabatic(const double *xyz, double *E, double *G, double *D, int *stat
 
 /* The standard interface, for the LOWEST adiabatic state (E[0] and G[0..natoms*3-1] of @P@_adiabatic). */
 
-/* Energy of one geometry.  xyz[natoms*3] in bohr; *energy in hartree; *status as above. */
-void @P@_energy(const double *xyz, double *energy, int *status);
-
-/* Energy and gradient dE/dxyz (natoms*3, hartree/bohr; forces are -grad) of one geometry. */
-void @P@_energy_gradient(const double *xyz, double *energy, double *grad, int *status);
-
-/* n geometries: xyz[n*natoms*3], energy[n], status[n] (one status per geometry). */
-void @P@_energy_batch(int n, const double *xyz, double *energy, int *status);
-
-/* n geometries: xyz[n*natoms*3], energy[n], grad[n*natoms*3], status[n]. */
-void @P@_energy_gradient_batch(int n, const double *xyz, double *energy, double *grad, int *status);
-
-/* Copies the metadata string (NUL-terminated, truncated to len-1 characters) into buf;
-   returns the full length of the string, so a caller can size buf. */
-int @P@_info(char *buf, int len);
-
+""" + codegen.C_ENTRY_PROTOTYPES.replace("@LUNIT@", "bohr").replace("@EUNIT@", "hartree") + r"""
 #ifdef __cplusplus
 }
 #endif

@@ -168,3 +168,12 @@ def test_fit_rejects_multistate_data():
                  E=np.zeros((5, 2)))
     with pytest.raises(ValueError, match="one energy per structure"):
         LinearPIPModel(degree=2).fit(ds)
+
+
+@pytest.mark.parametrize("kind", ["linear", "pipnn", "kreg", "gpr"])
+def test_use_forces_without_forces_is_refused(kind, h2co):
+    from pesfit.models import make_model
+
+    train = h2co[0].first(30)._replace(F=None)
+    with pytest.raises(ValueError, match=r"use_forces=True but the training data has no forces \(key F\)"):
+        make_model(kind, use_forces=True).fit(train)

@@ -105,6 +105,13 @@ class ModelBase:
         blocks = getattr(self, "blocks", None)
         return PermutationGroup.from_symbols(list(data.symbols), blocks=blocks)
 
+    def _fits_forces(self, data: Dataset) -> bool:
+        """Whether to fit forces: ``use_forces``, or (None) whenever the data have them."""
+        forces = data.F is not None if self.use_forces is None else bool(self.use_forces)
+        if forces and data.F is None:
+            raise ValueError("use_forces=True but the training data has no forces (key F)")
+        return forces
+
     @staticmethod
     def _check_training_data(data: Dataset) -> Dataset:
         if not isinstance(data, Dataset):

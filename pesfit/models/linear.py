@@ -187,9 +187,7 @@ class LinearPIPModel(ModelBase):
         self._validate_params()
         t0 = time.perf_counter()
         data = self._check_training_data(data)
-        forces = data.F is not None if self.use_forces is None else bool(self.use_forces)
-        if forces and data.F is None:
-            raise ValueError("use_forces=True but the training data has no forces (key F)")
+        forces = self._fits_forces(data)
         R, E = np.asarray(data.R), np.asarray(data.E, dtype=np.float64)
         F = np.asarray(data.F) if forces else None
         n = len(E)

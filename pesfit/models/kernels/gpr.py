@@ -203,9 +203,7 @@ class GPRModel(KernelModel):
         self._validate_params()
         t0 = time.perf_counter()
         data = self._check_training_data(data)
-        forces = data.F is not None if self.use_forces is None else bool(self.use_forces)
-        if forces and data.F is None:
-            raise ValueError("use_forces=True but the training data has no forces (key F)")
+        forces = self._fits_forces(data)
         group = self.molecule_group(data)
         degree = self.degree if self.degree is not None else default_degree(group)
         basis = pip_basis(group, degree) if self.basis == "pip" else fundamental_basis(group, degree)

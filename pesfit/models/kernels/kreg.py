@@ -133,9 +133,7 @@ class KREGModel(KernelModel):
         self._validate_params()
         t0 = time.perf_counter()
         data = self._check_training_data(data)
-        forces = data.F is not None if self.use_forces is None else bool(self.use_forces)
-        if forces and data.F is None:
-            raise ValueError("use_forces=True but the training data has no forces (key F)")
+        forces = self._fits_forces(data)
         if self.reference is None:
             R_ref = self._lowest_energy_structure(data)
         else:

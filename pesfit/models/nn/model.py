@@ -216,9 +216,7 @@ class _NNModel(ModelBase):
         self._validate_params()
         t0 = time.perf_counter()
         data = self._check_training_data(data)
-        forces = data.F is not None if self.use_forces is None else bool(self.use_forces)
-        if forces and data.F is None:
-            raise ValueError("use_forces=True but the training data has no forces (key F)")
+        forces = self._fits_forces(data)
         forces = forces and self.force_weight > 0
         try:
             from . import train as _train
