@@ -1,7 +1,9 @@
-"""Command-line interface: ``pesfit basis | fit | eval | export``.
+"""pesfit: permutation-invariant potential energy surfaces from ab initio points.
 
-Each subcommand is a thin shell over a library call.  With ``--json`` exactly
-one JSON document goes to stdout; progress and logs go to stderr.
+Each subcommand is a thin shell over a library call (``pesfit COMMAND --help``
+explains one).  With ``--json`` exactly one JSON document goes to stdout;
+progress and logs go to stderr.  Inside pesfit lengths are in Å and energies
+in eV; data files are converted on reading (see ``--length-unit``).
 """
 from __future__ import annotations
 
@@ -20,6 +22,39 @@ COMMAND_MODULES = ["cli_fit", "cli_export", "cli_use"]
 
 class CLIError(Exception):
     """A user error: printed as one line, exit status 2."""
+
+
+#: how data files are read, for the help of every command that reads one
+DATA_UNITS = ("Data files are read in Å and eV (.npz, unless its r_unit/e_unit keys say otherwise; .xyz/.extxyz) or "
+              "in bohr and hartree (MSA points files .dat/.txt/.points); --length-unit/--energy-unit override this")
+
+
+def add_unit_arguments(parser) -> None:
+    """``--length-unit`` and ``--energy-unit``: the units of the data files a command reads."""
+    parser.add_argument("--length-unit", default=None, metavar="UNIT",
+                        help="unit of the coordinates in the data files: angstrom, bohr, nm, pm (default: the "
+                             "format's, see above)")
+    parser.add_argument("--energy-unit", default=None, metavar="UNIT",
+                        help="unit of the energies in the data files (forces: energy unit per length unit): eV, "
+                             "hartree, kcal/mol, kJ/mol, cm-1, meV (default: the format's, see above)")
+
+
+def data_units(args) -> dict:
+    """``length_unit``/``energy_unit`` keyword arguments of the data loaders, for the flags given."""
+    return {k: getattr(args, k) for k in ("length_unit", "energy_unit") if getattr(args, k, None) is not None}
+
+
+def version() -> str:
+    """The installed package's version (its metadata), else this checkout's ``__version__``."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("pesfit")
+    except PackageNotFoundError:
+        from . import __version__
+
+        return __version__
 
 
 def _emit(args, payload: dict, text: str) -> None:
@@ -79,8 +114,16 @@ def cmd_basis(args) -> int:
 
 
 # -------------------------------------------------------------- parser
+EPILOG = ("Inside pesfit lengths are in Å, energies in eV and forces in eV/Å; data files are converted on reading "
+          "(npz and extended XYZ in Å and eV, MSA points files in bohr and hartree, unless --length-unit/--energy-unit "
+          "say otherwise). Model files are versioned JSON. With --json a command prints exactly one JSON document to "
+          "stdout; progress and logs go to stderr.")
+JSON_HELP = "print one JSON document to stdout instead of the text report"
+
+
 def _with_parents(add_parser, common):
     def add(name, **kw):
+        kw.setdefault("description", kw.get("help"))
         return add_parser(name, parents=[common], **kw)
 
     return add
@@ -88,21 +131,35 @@ def _with_parents(add_parser, common):
 
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars")
-    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="log more")
-    parser = argparse.ArgumentParser(prog="pesfit", description=__doc__.splitlines()[0], parents=[common])
-    sub = parser.add_subparsers(dest="command", required=True)
+    common.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS,
+                        help="no progress bars on stderr")
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                        help="log more (to stderr)")
+    parser = argparse.ArgumentParser(prog="pesfit", description=__doc__.split("\n\n")[0], epilog=EPILOG,
+                                     parents=[common])
+    parser.add_argument("--version", action="version", version=f"pesfit {version()}",
+                        help="print the version of pesfit and exit")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                title="commands (pesfit COMMAND --help for details)")
     sub.add_parser = _with_parents(sub.add_parser, common)
 
-    p = sub.add_parser("basis", help="generate a PIP or fundamental-invariant basis")
-    p.add_argument("--atoms", required=True, help='atom symbols in order, e.g. "C H H H H"')
-    p.add_argument("--degree", type=int, required=True)
-    p.add_argument("--kind", choices=["pip", "fi"], default="pip")
-    p.add_argument("--max-exponent", type=int, default=None)
-    p.add_argument("--out", default=None, help="write the basis as JSON")
-    p.add_argument("--force", action="store_true", help="allow bases above the size limit")
-    p.add_argument("--labels", action="store_true", help="accept generic labels (A, B, ...) instead of elements")
-    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("basis", help="generate a PIP or fundamental-invariant basis and compare its size per degree "
+                                     "with the Molien series",
+                       description="Generate a permutationally invariant polynomial (PIP) basis or a set of "
+                                   "fundamental invariants (FI) in the interatomic distances of the given atoms "
+                                   "(like atoms permutable) and print its size per degree next to the Molien series.")
+    p.add_argument("--atoms", required=True, help='atom symbols in order, e.g. "C H H H H" (spaces or commas)')
+    p.add_argument("--degree", type=int, required=True, help="maximum total polynomial degree (>= 1)")
+    p.add_argument("--kind", choices=["pip", "fi"], default="pip",
+                   help="pip: all symmetrised monomials (MSA's basis); fi: a minimal generating set, the "
+                        "fundamental invariants, with a completeness certificate (default: pip)")
+    p.add_argument("--max-exponent", type=int, default=None,
+                   help="pip only: largest exponent of one distance variable in a monomial (default: no limit)")
+    p.add_argument("--out", default=None, help="write the basis to this JSON file (default: not written)")
+    p.add_argument("--force", action="store_true", help="allow bases above the size limit (default: refuse them)")
+    p.add_argument("--labels", action="store_true",
+                   help="accept generic labels (A, B, ...) instead of element symbols")
+    p.add_argument("--json", action="store_true", help=JSON_HELP)
     p.set_defaults(func=cmd_basis)
 
     import importlib
@@ -119,9 +176,16 @@ def main(argv=None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)
-    except (CLIError, ValueError, FileNotFoundError, RuntimeError) as exc:
-        sys.stderr.write(f"pesfit {args.command}: error: {exc}\n")
+    except (CLIError, ValueError, OSError, RuntimeError) as exc:
+        sys.stderr.write(f"pesfit {args.command}: error: {_one_line(exc)}\n")
         return 2
+
+
+def _one_line(exc: Exception) -> str:
+    """The message of a user error on one line; OS errors name their file."""
+    if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
+        return f"{exc.filename}: {exc.strerror}"
+    return " ".join(str(exc).split())
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -32,17 +32,23 @@ def _progress_bar(args, desc):
 
 def run_recipe(recipe: Recipe, args) -> dict:
     """Fit a model as a recipe says; return the JSON summary."""
-    from .data import load_dataset
+    from .cli import data_units
+    from .data import Dataset
     from .models import make_model
 
-    train = load_dataset(recipe.train)
+    model = make_model(recipe.model, **recipe.model_params)
+    units = data_units(args)
+    train = model.read_data(recipe.train, **units)
     if recipe.n_train is not None:
         train = train.first(recipe.n_train)
-    if recipe.atoms is not None:
-        train = train.reorder_atoms(recipe.atoms)
-    if not recipe.forces:
-        train = train._replace(F=None)
-    model = make_model(recipe.model, **recipe.model_params)
+    if isinstance(train, Dataset):
+        if recipe.atoms is not None:
+            train = train.reorder_atoms(recipe.atoms)
+        if not recipe.forces:
+            train = train._replace(F=None)
+    elif recipe.atoms is not None:
+        raise ValueError(f"[molecule] atoms cannot reorder the clusters of {recipe.train}; the monomer's atom "
+                         "order is the data's")
     progress, close = _progress_bar(args, f"fit {recipe.model}")
     t0 = time.perf_counter()
     try:
@@ -50,12 +56,11 @@ def run_recipe(recipe: Recipe, args) -> dict:
     finally:
         close()
     seconds = time.perf_counter() - t0
-    test_report = None
-    if recipe.test is not None:
-        test_report = model.evaluate(load_dataset(recipe.test))
+    test = None if recipe.test is None else model.read_data(recipe.test, **units)
+    test_report = None if test is None else model.evaluate(test)
     if recipe.out is not None:
         model.save(recipe.out)
-    return {
+    summary = {
         "model": recipe.model,
         "n_train": train.n_structures,
         "n_basis": model.n_basis,
@@ -66,6 +71,37 @@ def run_recipe(recipe: Recipe, args) -> dict:
         "out": str(recipe.out) if recipe.out else None,
         "cv_results": getattr(model, "cv_results_", None),
     }
+    if recipe.model == "manybody":
+        summary["many_body"] = _many_body_summary(model, train, test, recipe)
+    return summary
+
+
+#: ``many_body.test_rmse_kcal_mol["<n>_within_10_kcal_mol"]``: n-body energies this far above the lowest
+BOUND_WINDOW_KCAL_MOL = 10.0
+
+
+def _many_body_summary(model, train, test, recipe) -> dict:
+    """How a many-body model was fitted (n-body energies from fragment energies, or totals) and its test
+    errors per body order in kcal/mol."""
+    from .models.manybody import ClusterData
+    from .units import energy_factor
+
+    kcal = energy_factor("kcal/mol", "eV")
+    target = model.hyperparameters_["target"]
+    if target == "nbody":
+        how = (f"each term fitted to its own n-body energies, from the sub-cluster (fragment) energies "
+               f"E_fragments in {Path(recipe.train).name}")
+    else:
+        how = (f"all terms fitted jointly to total cluster energies ({Path(recipe.train).name} has no "
+               "fragment energies)")
+    out = {"fragment_energies": target == "nbody", "target": target, "how": how,
+           "window_kcal_mol": BOUND_WINDOW_KCAL_MOL, "test_rmse_kcal_mol": None, "test_n": None}
+    if isinstance(test, ClusterData):
+        rep = model.evaluate_bodies(test, window_eV=BOUND_WINDOW_KCAL_MOL * kcal)
+        names = {k: k.replace("within_window", f"within_{BOUND_WINDOW_KCAL_MOL:g}_kcal_mol") for k in rep}
+        out["test_rmse_kcal_mol"] = {names[k]: r["energy_rmse_meV"] / 1000 / kcal for k, r in rep.items()}
+        out["test_n"] = {names[k]: r["n_energies"] for k, r in rep.items()}
+    return out
 
 
 def _format_fit(summary: dict) -> str:
@@ -76,6 +112,12 @@ def _format_fit(summary: dict) -> str:
     for name in ("train", "test"):
         if summary[name] is not None:
             lines.append(format_report(summary[name], title=name))
+    mb = summary.get("many_body")
+    if mb is not None:
+        lines.append(f"many-body: {mb['how']}")
+        if mb["test_rmse_kcal_mol"]:
+            lines.append("test RMSE per body order (kcal/mol): " + ", ".join(
+                f"{k} {v:.4f} (n={mb['test_n'][k]})" for k, v in mb["test_rmse_kcal_mol"].items()))
     if summary["out"]:
         lines.append(f"model written to {summary['out']}")
     return "\n".join(lines)
@@ -104,13 +146,15 @@ def cmd_fit(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from .cli import _emit
-    from .data import load_dataset
+    from .cli import CLIError, _emit, data_units
     from .metrics import format_report
     from .models import load_model
 
+    if Path(args.data).suffix.lower() == ".json" and Path(args.model_file).suffix.lower() != ".json":
+        raise CLIError(f"{args.model_file} is a data file and {args.data} a model file: the order is "
+                       "pesfit eval MODEL DATA")
     model = load_model(args.model_file)
-    data = load_dataset(args.data)
+    data = model.read_data(args.data, **data_units(args))
     report = model.evaluate(data)
     payload = {"model": str(args.model_file), "data": str(args.data), "n": data.n_structures, **report}
     _emit(args, payload, format_report(report, title=f"{args.data}"))
@@ -125,25 +169,40 @@ def _add_once(parser, *flags, **kwargs) -> None:
 
 
 def add_commands(sub) -> None:
+    from .cli import DATA_UNITS, JSON_HELP, add_unit_arguments
     from .models import registered_models
 
-    p = sub.add_parser("fit", help="fit a model to data (flags, or a recipe .toml)")
-    p.add_argument("recipe", nargs="?", help="recipe file (molecules/NAME/recipe.toml)")
-    p.add_argument("--train", help="training data (.npz, .xyz, points)")
-    p.add_argument("--n-train", type=int, default=None, help="use the first N structures")
-    p.add_argument("--test", help="test data")
-    p.add_argument("--model", default="linear", choices=sorted(registered_models()))
+    models = sorted(registered_models())
+    p = sub.add_parser("fit", help="fit a model to data (flags, or a recipe .toml)",
+                       description="Fit a model to the energies (and, with --forces, forces) of a training set and "
+                                   "print its errors on the training and test sets by energy band. Give a recipe "
+                                   f"file (molecules/NAME/recipe.toml; keys in docs/formats.md) or --train. "
+                                   f"{DATA_UNITS}. Errors are printed in meV and cm-1.")
+    p.add_argument("recipe", nargs="?",
+                   help="recipe file (TOML: data, back end, hyperparameters, output; e.g. molecules/h2co/recipe.toml); "
+                        "--out and --n-train override it")
+    p.add_argument("--train", help="training data file (.npz, .xyz/.extxyz or points .dat/.txt/.points)")
+    p.add_argument("--n-train", type=int, default=None, help="use the first N structures (default: all)")
+    p.add_argument("--test", help="test data file, same formats (default: no test set)")
+    p.add_argument("--model", default="linear", choices=models, metavar="MODEL",
+                   help=f"back end: {', '.join(models)} (default: linear; see docs/backends.md)")
     p.add_argument("--degree", type=int, default=None, help="maximum polynomial degree (default: chosen by CV)")
     p.add_argument("--morse-a", type=float, default=None, help="Morse range a in Å (default: chosen by CV)")
     for cls in registered_models().values():
         cls.add_cli_arguments(p, _add_once)
-    p.add_argument("--forces", action="store_true", help="fit forces too (data key F)")
-    p.add_argument("--out", default=None, help="write the fitted model (JSON)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--forces", action="store_true", help="fit forces too (data key F, energy unit per length unit; "
+                                                         "default: energies only)")
+    add_unit_arguments(p)
+    p.add_argument("--out", default=None, help="write the fitted model to this JSON file (default: not written; "
+                                               "a recipe's [output] model)")
+    p.add_argument("--json", action="store_true", help=JSON_HELP)
     p.set_defaults(func=cmd_fit)
 
-    p = sub.add_parser("eval", help="errors of a fitted model on a data set")
-    p.add_argument("model_file")
-    p.add_argument("data")
-    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("eval", help="errors of a fitted model on a data set",
+                       description="Errors (meV, cm-1; forces meV/Å) of a fitted model on a data set, by energy "
+                                   f"band. {DATA_UNITS}.")
+    p.add_argument("model_file", metavar="MODEL", help="model file (JSON written by pesfit fit --out)")
+    p.add_argument("data", metavar="DATA", help="data file with energies (.npz, .xyz/.extxyz or points)")
+    add_unit_arguments(p)
+    p.add_argument("--json", action="store_true", help=JSON_HELP)
     p.set_defaults(func=cmd_eval)

@@ -14,7 +14,7 @@ from . import __version__
 log = logging.getLogger(__name__)
 
 
-def _read_geometry(path, symbols):
+def _read_geometry(path, symbols, units):
     """Start geometry [Å] from an xyz or npz file, in the model's atom order.
 
     npz: ``R_min`` when present, else the lowest-energy structure, else the
@@ -25,7 +25,7 @@ def _read_geometry(path, symbols):
 
     from .data import load_dataset
 
-    data = load_dataset(path)
+    data = load_dataset(path, **units)
     if list(data.symbols) != list(symbols):
         data = data.reorder_atoms(list(symbols))
         log.info("reordered the atoms of %s to the model's order %s", path, " ".join(symbols))
@@ -38,9 +38,10 @@ def _read_geometry(path, symbols):
 
 def _start_geometry(args, model):
     from .ase import model_symbols
+    from .cli import data_units
 
     if args.geometry:
-        return _read_geometry(args.geometry, model_symbols(model))
+        return _read_geometry(args.geometry, model_symbols(model), data_units(args))
     ref = getattr(model, "reference_geometry_", None)
     if ref is None:
         from .cli import CLIError
@@ -78,14 +79,14 @@ def cmd_vib(args) -> int:
 
 # ----------------------------------------------------------------- plot
 def cmd_plot(args) -> int:
-    from .cli import _emit
+    from .cli import _emit, data_units
     from .data import load_dataset
     from .models import load_model
     from .plots import plot_fit
 
     t0 = time.perf_counter()
     model = load_model(args.model_file)
-    data = load_dataset(args.data)
+    data = load_dataset(args.data, **data_units(args))
     out = Path(args.out)
     res = plot_fit(model, data, out, prefix=args.prefix)
     payload = {k: (str(v) if isinstance(v, Path) else v) for k, v in res.items()}
@@ -111,7 +112,7 @@ def cmd_plot_cut(args) -> int:
     import numpy as np
 
     from .ase import model_symbols
-    from .cli import CLIError, _emit
+    from .cli import CLIError, _emit, data_units
     from .models import load_model
     from .plots import coordinate_value, parse_coordinate, plot_cut
     from .vib import minimize
@@ -131,7 +132,7 @@ def cmd_plot_cut(args) -> int:
     if args.data:
         from .data import load_dataset
 
-        data = load_dataset(args.data)
+        data = load_dataset(args.data, **data_units(args))
     out = Path(args.out)
     path = out if out.suffix.lower() == ".png" else out / _cut_name(*([c1] if c2 is None else [c1, c2]))
     res = plot_cut(model, R0, c1, v1, path, coord2=c2, values2=v2, data=data, tol=args.tol)
@@ -151,7 +152,7 @@ def cmd_plot_cut(args) -> int:
 
 # -------------------------------------------------------- learning curve
 def cmd_learning_curve(args) -> int:
-    from .cli import CLIError, _emit
+    from .cli import CLIError, _emit, data_units
     from .cli_fit import _progress_bar
     from .data import load_dataset
     from .models import make_model, registered_models
@@ -162,8 +163,8 @@ def cmd_learning_curve(args) -> int:
     except ValueError:
         raise CLIError(f"--sizes must be comma-separated integers, e.g. 250,1000,4000; got {args.sizes!r}") from None
     t0 = time.perf_counter()
-    train = load_dataset(args.train)
-    test = load_dataset(args.test)
+    train = load_dataset(args.train, **data_units(args))
+    test = load_dataset(args.test, **data_units(args))
     if not args.forces:
         train = train._replace(F=None)
     params = registered_models()[args.model].params_from_cli(args)
@@ -189,54 +190,80 @@ def cmd_learning_curve(args) -> int:
 
 # --------------------------------------------------------------- parser
 def add_commands(sub) -> None:
+    from .cli import DATA_UNITS, JSON_HELP, add_unit_arguments
     from .cli_fit import _add_once
     from .models import registered_models
 
-    p = sub.add_parser("vib", help="minimum search and harmonic frequencies (cm-1) with mode labels")
-    p.add_argument("model_file", metavar="MODEL")
+    model_help = "model file (JSON written by pesfit fit --out)"
+    p = sub.add_parser("vib", help="minimum search and harmonic frequencies (cm-1) with mode labels",
+                       description="Find the minimum of a fitted surface near a start geometry and print the "
+                                   "harmonic frequencies (cm-1) with a description of each normal mode and the "
+                                   f"harmonic zero-point energy. {DATA_UNITS} (--geometry).")
+    p.add_argument("model_file", metavar="MODEL", help=model_help)
     p.add_argument("--geometry", help="start geometry (xyz or npz, Å); default: the model's reference geometry")
     p.add_argument("--masses", choices=["isotope", "average"], default="isotope",
                    help="most abundant isotopes (default) or standard atomic weights")
-    p.add_argument("--fmax", type=float, default=1e-6, help="convergence: largest force component, eV/Å")
-    p.add_argument("--step", type=float, default=1e-3, help="finite-difference step of the Hessian, Å")
+    p.add_argument("--fmax", type=float, default=1e-6, help="convergence: largest force component, eV/Å "
+                                                            "(default: 1e-6)")
+    p.add_argument("--step", type=float, default=1e-3, help="finite-difference step of the Hessian, Å "
+                                                            "(default: 1e-3)")
     p.add_argument("--no-optimize", action="store_true", help="analyse the start geometry as it is")
-    p.add_argument("--json", action="store_true")
+    add_unit_arguments(p)
+    p.add_argument("--json", action="store_true", help=JSON_HELP)
     p.set_defaults(func=cmd_vib)
 
-    p = sub.add_parser("plot", help="fit-quality figures (PNG) of a model on a data set")
-    p.add_argument("model_file", metavar="MODEL")
-    p.add_argument("data", metavar="DATA")
+    p = sub.add_parser("plot", help="fit-quality figures (PNG) of a model on a data set",
+                       description="Fit-quality figures of a model on a data set: predicted against reference "
+                                   f"energies (eV), errors (meV) against energy, and force errors. {DATA_UNITS}.")
+    p.add_argument("model_file", metavar="MODEL", help=model_help)
+    p.add_argument("data", metavar="DATA", help="data file with energies (.npz, .xyz/.extxyz or points)")
     p.add_argument("--out", default=".", help="output directory (default: .)")
-    p.add_argument("--prefix", default="", help="prefix of the file names")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--prefix", default="", help="prefix of the file names (default: none)")
+    add_unit_arguments(p)
+    p.add_argument("--json", action="store_true", help=JSON_HELP)
     p.set_defaults(func=cmd_plot)
 
-    p = sub.add_parser("plot-cut", help="1-D cut (or 2-D contour map) of the surface along internal coordinates")
-    p.add_argument("model_file", metavar="MODEL")
-    p.add_argument("--coordinate", required=True, help='r(A,B) [Å], a(A,B,C) or d(A,B,C,D) [deg], e.g. "r(C,O)"')
-    p.add_argument("--range", nargs=2, type=float, required=True, metavar=("LO", "HI"))
-    p.add_argument("--points", type=int, default=61)
-    p.add_argument("--coordinate2", help="second coordinate: a 2-D contour map")
-    p.add_argument("--range2", nargs=2, type=float, metavar=("LO", "HI"))
-    p.add_argument("--points2", type=int, default=None)
-    p.add_argument("--data", help="overlay the training structures near the cut from this file")
-    p.add_argument("--tol", type=float, default=0.05, help="'near the cut': RMS distance deviation below this, Å")
-    p.add_argument("--geometry", help="geometry the cut passes through (default: the model's reference geometry)")
+    p = sub.add_parser("plot-cut", help="1-D cut (or 2-D contour map) of the surface along internal coordinates",
+                       description="Energy (eV) along one internal coordinate (a 1-D cut) or two (a 2-D contour "
+                                   "map) through a geometry, the other coordinates fixed; optionally with the "
+                                   f"training structures near the cut. {DATA_UNITS} (--data, --geometry).")
+    p.add_argument("model_file", metavar="MODEL", help=model_help)
+    p.add_argument("--coordinate", required=True, help='r(A,B) [Å], a(A,B,C) or d(A,B,C,D) [deg], e.g. "r(C,O)"; '
+                                                       "atoms by symbol or 0-based index")
+    p.add_argument("--range", nargs=2, type=float, required=True, metavar=("LO", "HI"),
+                   help="range of --coordinate, in its unit (Å or degrees)")
+    p.add_argument("--points", type=int, default=61, help="number of points along --coordinate (default: 61)")
+    p.add_argument("--coordinate2", help="second coordinate, same syntax: a 2-D contour map (default: a 1-D cut)")
+    p.add_argument("--range2", nargs=2, type=float, metavar=("LO", "HI"),
+                   help="range of --coordinate2, in its unit (Å or degrees); required with it")
+    p.add_argument("--points2", type=int, default=None, help="number of points along --coordinate2 "
+                                                             "(default: --points)")
+    p.add_argument("--data", help="overlay the training structures near the cut from this file (default: none)")
+    p.add_argument("--tol", type=float, default=0.05, help="'near the cut': RMS distance deviation below this, Å "
+                                                           "(default: 0.05)")
+    p.add_argument("--geometry", help="geometry the cut passes through, xyz or npz (default: the model's reference "
+                                      "geometry)")
     p.add_argument("--no-optimize", action="store_true", help="do not move the geometry to the nearest minimum")
     p.add_argument("--out", default=".", help="a .png file or a directory (default: .)")
-    p.add_argument("--json", action="store_true")
+    add_unit_arguments(p)
+    p.add_argument("--json", action="store_true", help=JSON_HELP)
     p.set_defaults(func=cmd_plot_cut)
 
-    p = sub.add_parser("learning-curve", help="test error against training-set size (fits and a PNG)")
+    models = sorted(registered_models())
+    p = sub.add_parser("learning-curve", help="test error against training-set size (fits and a PNG)",
+                       description="Fit the model to the first n training structures for each size n, print the "
+                                   f"train and test RMSE (meV) and plot them on log axes. {DATA_UNITS}.")
     p.add_argument("--train", required=True, help="training pool; its first n structures are used")
-    p.add_argument("--test", required=True)
+    p.add_argument("--test", required=True, help="test data file (energies)")
     p.add_argument("--sizes", required=True, help="comma-separated training-set sizes, e.g. 250,1000,4000")
-    p.add_argument("--model", default="linear", choices=sorted(registered_models()))
+    p.add_argument("--model", default="linear", choices=models, metavar="MODEL",
+                   help=f"back end: {', '.join(models)} (default: linear)")
     p.add_argument("--degree", type=int, default=None, help="maximum polynomial degree (default: chosen by CV)")
     p.add_argument("--morse-a", type=float, default=None, help="Morse range a in Å (default: chosen by CV)")
     for cls in registered_models().values():
         cls.add_cli_arguments(p, _add_once)
-    p.add_argument("--forces", action="store_true", help="fit forces too (data key F)")
+    p.add_argument("--forces", action="store_true", help="fit forces too (data key F; default: energies only)")
     p.add_argument("--out", default=".", help="output directory (default: .)")
-    p.add_argument("--json", action="store_true")
+    add_unit_arguments(p)
+    p.add_argument("--json", action="store_true", help=JSON_HELP)
     p.set_defaults(func=cmd_learning_curve)

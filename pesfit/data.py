@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import json
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -591,7 +592,7 @@ def _npz_unit(declared, requested, kind, canon, default, path):
     if declared is not None and canon(declared) != canon(requested):
         raise ValueError(
             f"{path}: the file declares {kind} unit {declared!r} but {requested!r} was "
-            f"requested; drop the {kind}_unit argument to use the file's unit"
+            f"requested; drop the {kind}_unit argument (pesfit --{kind}-unit) to use the file's unit"
         )
     return requested
 
@@ -626,6 +627,9 @@ def load_npz(path, *, length_unit: str | None = None, energy_unit: str | None = 
         file's declared unit, invalid data or duplicate structures.
     """
     path = Path(path)
+    if path.is_file() and not zipfile.is_zipfile(path):
+        raise ValueError(f"{path}: not an .npz file (a zip archive of arrays such as R, z, E); "
+                         f"{_other_format_hint(path)}")
     with np.load(path, allow_pickle=False) as f:
         files = set(f.files)
         for key in ("R", "z"):
@@ -768,12 +772,14 @@ def load_xyz(path, *, length_unit: str = "angstrom", energy_unit: str = "eV",
         structures, or the data are invalid.
     """
     import ase.io
+    import ase.io.extxyz
 
     path = Path(path)
     try:
         images = ase.io.read(path, index=":", format="extxyz")
-    except (ValueError, IndexError, KeyError) as exc:
-        raise ValueError(f"{path}: could not read extended XYZ ({exc})") from exc
+    except (ValueError, IndexError, KeyError, ase.io.extxyz.XYZError) as exc:
+        msg = " ".join(str(exc).split())
+        raise ValueError(f"{path}: not a valid extended XYZ file ({msg}); {_other_format_hint(path)}") from None
     if not images:
         raise ValueError(f"{path}: the file contains no structures")
     z0 = images[0].numbers
@@ -999,6 +1005,24 @@ _LOADERS = {"npz": load_npz, "xyz": load_xyz, "points": load_points}
 _SAVERS = {"npz": save_npz, "xyz": save_xyz, "points": save_points}
 
 
+#: the formats ``load_dataset`` reads, by extension, for error messages
+FORMATS_READ = ("pesfit reads .npz (sGDML-style arrays), .xyz/.extxyz (extended XYZ) and .dat/.txt/.points "
+                "(MSA points files); see docs/formats.md")
+
+
+def _other_format_hint(path: Path) -> str:
+    """What a file that failed to load as its extension says seems to be, and what pesfit reads."""
+    with open(path, "rb") as f:
+        head = f.read(4096)
+    if head.startswith(b"PK"):
+        kind = "it looks like a zip archive (an .npz file?)"
+    elif head.lstrip().startswith(b"{"):
+        kind = "it looks like JSON (a pesfit model file?)"
+    else:
+        kind = "it is a binary file" if b"\0" in head else "it is a text file"
+    return f"{kind}; {FORMATS_READ}"
+
+
 def _resolve_format(path: Path, fmt: str | None) -> str:
     if fmt is not None:
         try:
@@ -1008,10 +1032,7 @@ def _resolve_format(path: Path, fmt: str | None) -> str:
     try:
         return _SUFFIXES[path.suffix.lower()]
     except KeyError:
-        raise ValueError(
-            f"{path}: unknown file format (extension {path.suffix!r}); use one of the extensions "
-            f"{sorted(_SUFFIXES)} or pass fmt= one of {sorted(_FORMATS)}"
-        ) from None
+        raise ValueError(f"{path}: unknown data file format (extension {path.suffix!r}); {FORMATS_READ}") from None
 
 
 def load_dataset(path, *, fmt: str | None = None, **kwargs) -> Dataset:

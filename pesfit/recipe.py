@@ -15,7 +15,9 @@ Example (``molecules/h2co/recipe.toml``)::
     [output]
     model = "model.json"
 
-Unknown sections or keys are rejected, so a typo cannot be silently ignored.
+Unknown sections or keys are rejected (the ``[model]`` keys are the
+hyperparameters of the back end ``kind``, listed in ``docs/formats.md``), so a
+typo cannot be silently ignored.
 """
 from __future__ import annotations
 
@@ -51,6 +53,18 @@ class Recipe:
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 
 
+def _model_keys(path, kind) -> set:
+    """The ``[model]`` keys of back end ``kind``: its constructor's hyperparameters."""
+    import inspect
+
+    from .models import registered_models
+
+    models = registered_models()
+    if not isinstance(kind, str) or kind not in models:
+        raise ValueError(f"{path}: unknown [model] kind {kind!r}; available: {sorted(models)}")
+    return {name for name in inspect.signature(models[kind].__init__).parameters if name != "self"}
+
+
 def load_recipe(path) -> Recipe:
     """Read and check a recipe file."""
     path = Path(path)
@@ -74,8 +88,15 @@ def load_recipe(path) -> Recipe:
         raise ValueError(f"{path}: [data] needs 'train'")
     model = dict(doc.get("model", {}))
     kind = model.pop("kind", "linear")
+    allowed = _model_keys(path, kind)
+    unknown = sorted(set(model) - allowed)
+    if unknown:
+        raise ValueError(f"{path}: unknown keys {unknown} in [model] for kind {kind!r}; allowed: "
+                         f"{sorted(allowed | {'kind'})} (see docs/formats.md)")
     mol = doc.get("molecule", {})
     if "blocks" in mol:
+        if "blocks" not in allowed:
+            raise ValueError(f"{path}: [molecule] blocks is not used by model kind {kind!r}")
         model["blocks"] = mol["blocks"]
     atoms = mol.get("atoms")
     if isinstance(atoms, str):

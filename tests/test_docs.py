@@ -4,7 +4,9 @@ A fenced ``bash`` block preceded by ``<!-- runnable -->`` (optionally
 ``<!-- runnable requires=gfortran,py:pyvibdmc -->``: programs on PATH or
 importable modules) is executed; the blocks of one page run in order in one
 scratch directory containing a link to ``molecules/``.  ``pesfit`` and
-``python`` there are this checkout, whatever is installed.
+``python`` there are this checkout, whatever is installed, run by the
+interpreter of a virtual environment made for the test (most users install
+into one).
 """
 from __future__ import annotations
 
@@ -73,26 +75,71 @@ def test_links_resolve():
             assert (DOCS / target).is_file(), f"{page.name} links to missing {target}"
 
 
-@pytest.mark.parametrize("page", [p for p in PAGES if runnable_blocks(p.read_text())], ids=lambda p: p.name)
-def test_runnable_commands(page, tmp_path):
+def make_venv(path: Path) -> Path:
+    """A virtual environment at ``path`` that sees this interpreter's packages; returns its ``python``.
+
+    Made ``--without-pip`` (no network); a ``.pth`` file adds this interpreter's site directories
+    (their own ``.pth`` files included), so it works whether the tests run on a system Python or
+    inside a virtual environment (whose base interpreter may lack the packages).
+    """
+    import site
+
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(path)], check=True, capture_output=True)
+    python = path / "bin" / "python"
+    purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             check=True, capture_output=True, text=True).stdout.strip()
+    user = [site.getusersitepackages()] if site.ENABLE_USER_SITE else []
+    dirs = [d for d in site.getsitepackages() + user if os.path.isdir(d)]
+    (Path(purelib) / "_outer_site.pth").write_text(
+        "import site; " + "; ".join(f"site.addsitedir({d!r})" for d in dirs) + "\n")
+    return python
+
+
+@pytest.fixture(scope="module")
+def venv_python(tmp_path_factory) -> Path:
+    """The runnable docs run under a virtual environment's interpreter, as most users' do."""
+    return make_venv(tmp_path_factory.mktemp("venv") / "v")
+
+
+def run_blocks(blocks, tmp_path: Path, python, where: str) -> int:
+    """Run ``(requirements, code, line)`` blocks in order in one scratch directory; number run.
+
+    ``pesfit`` and ``python`` there are wrapper scripts that ``exec`` the interpreter ``python``
+    (a symbolic link to a virtual environment's ``python`` would start its base interpreter).
+    """
     bin_dir = tmp_path / "_bin"
     bin_dir.mkdir()
-    (bin_dir / "pesfit").write_text(f'#!/bin/sh\nexec "{sys.executable}" -m pesfit.cli "$@"\n')
-    (bin_dir / "pesfit").chmod(0o755)
-    (bin_dir / "python").symlink_to(sys.executable)
+    for name, args in (("pesfit", '-m pesfit.cli "$@"'), ("python", '"$@"')):
+        (bin_dir / name).write_text(f'#!/bin/sh\nexec "{python}" {args}\n')
+        (bin_dir / name).chmod(0o755)
     work = tmp_path / "work"
     work.mkdir()
     (work / "molecules").symlink_to(ROOT / "molecules")
     env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
                PYTHONPATH=f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", MPLBACKEND="Agg")
     ran = 0
-    for req, code, line in runnable_blocks(page.read_text()):
+    for req, code, line in blocks:
         if missing(req):
             continue
         proc = subprocess.run(["bash", "-euo", "pipefail", "-c", code], cwd=work, env=env, capture_output=True,
                               text=True, timeout=300)
-        assert proc.returncode == 0, (f"{page.name}, block at line {line} failed ({proc.returncode}):\n{code}\n"
+        assert proc.returncode == 0, (f"{where}, block at line {line} failed ({proc.returncode}):\n{code}\n"
                                       f"--- stdout\n{proc.stdout[-3000:]}\n--- stderr\n{proc.stderr[-3000:]}")
         ran += 1
+    return ran
+
+
+def test_docs_python_is_the_venv(venv_python, tmp_path):
+    """Inside the scratch directory ``python`` and ``pesfit`` run the venv's interpreter with its packages."""
+    block = ('python -c "import sys; print(sys.prefix)" > prefix.txt\n'
+             'pesfit --version > version.txt\npython -c "import ase, numpy, pesfit"')
+    assert run_blocks([([], block, 0)], tmp_path, venv_python, "venv check") == 1
+    assert Path((tmp_path / "work" / "prefix.txt").read_text().strip()).resolve() == venv_python.parent.parent.resolve()
+    assert (tmp_path / "work" / "version.txt").read_text().startswith("pesfit ")
+
+
+@pytest.mark.parametrize("page", [p for p in PAGES if runnable_blocks(p.read_text())], ids=lambda p: p.name)
+def test_runnable_commands(page, tmp_path, venv_python):
+    ran = run_blocks(runnable_blocks(page.read_text()), tmp_path, venv_python, page.name)
     if ran == 0:
         pytest.skip(f"{page.name}: every runnable block needs something missing here")

@@ -82,6 +82,15 @@ class ModelBase:
         super().__init_subclass__(**kw)
         _REGISTRY[cls.kind] = cls
 
+    def read_data(self, path, **units):
+        """The data file ``path`` as this back end fits and evaluates it (a :class:`~pesfit.data.Dataset`).
+
+        ``units``: ``length_unit``/``energy_unit`` of the file (see :func:`pesfit.data.load_dataset`).
+        """
+        from ..data import load_dataset
+
+        return load_dataset(path, **units)
+
     # -------------------------------------------------------------- params
     def get_params(self) -> dict:
         import inspect
@@ -250,7 +259,10 @@ class ModelBase:
         klass = _REGISTRY.get(kind) if cls is ModelBase else cls
         if klass is None or klass.kind != kind:
             raise ValueError(f"unknown model kind {kind!r}; known: {sorted(k for k in _REGISTRY if k != 'base')}")
-        model = klass(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.get("params", {}).items()})
+        try:
+            model = klass(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.get("params", {}).items()})
+        except TypeError as exc:
+            raise ValueError(f"model parameters do not fit a {klass.__name__} ({exc})") from None
         model.molecule_ = Molecule.from_dict(d["molecule"])
         model.hyperparameters_ = d.get("hyperparameters", {})
         model.e_min_ = float(d["e_min_eV"])
@@ -272,11 +284,21 @@ class ModelBase:
 
     @classmethod
     def load(cls, path) -> "ModelBase":
+        """Read a model file; every error names the file."""
+        raw = Path(path).read_bytes()
+        if raw.startswith(b"PK"):
+            raise ValueError(f"{path}: not a pesfit model file (a zip archive: an .npz data file?); model files are "
+                             "JSON written by pesfit fit --out")
         try:
-            d = json.loads(Path(path).read_text())
+            d = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise ValueError(f"{path}: not a pesfit model file (binary, not JSON text)") from None
         except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}: not a valid model file (JSON error: {exc})") from None
-        return cls.from_dict(d)
+            raise ValueError(f"{path}: not a pesfit model file (JSON error: {exc})") from None
+        try:
+            return cls.from_dict(d)
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from None
 
     # -------------------------------------------------------------- export
     def _export_common(self, **extra) -> dict:

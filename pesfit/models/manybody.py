@@ -414,6 +414,12 @@ class ClusterData:
         """Clusters with total energies only, from a :class:`~pesfit.data.Dataset`."""
         return cls(np.asarray(data.R), tuple(data.symbols), monomer_size, data.E, meta=dict(data.meta))
 
+    def first(self, n: int) -> "ClusterData":
+        """The first ``n`` clusters."""
+        if not 0 <= n <= self.n_structures:
+            raise ValueError(f"n must be between 0 and {self.n_structures} (the number of clusters), got {n}")
+        return self.subset(slice(0, n))
+
     def subset(self, idx) -> "ClusterData":
         Ef = None if self.E_fragments is None else self.E_fragments[idx]
         return ClusterData(self.R[idx], self.symbols, self.monomer_size, None if self.E is None else self.E[idx],
@@ -435,14 +441,15 @@ class ClusterData:
         return np.array([i * m + a for i in S for a in range(m)])
 
 
-def load_clusters(path, monomer_size: int | None = None) -> ClusterData:
+def load_clusters(path, monomer_size: int | None = None, **units) -> ClusterData:
     """Read a cluster ``.npz`` (keys ``R``, ``z``, ``E``, ``fragments``, ``E_fragments``, ``meta``).
 
     ``fragments`` is a boolean array (n_fragments, n_monomers).  The monomer
     size comes from ``meta["monomer"]`` unless given.  Units follow
-    ``r_unit``/``e_unit`` (Å and eV by default) and are converted to Å/eV.
+    ``r_unit``/``e_unit`` (Å and eV by default; ``units``: ``length_unit``/
+    ``energy_unit`` as for :func:`pesfit.data.load_npz`) and are converted to Å/eV.
     """
-    data = load_npz(path)
+    data = load_npz(path, **units)
     with np.load(path, allow_pickle=False) as f:
         masks = f["fragments"] if "fragments" in f.files else None
         Ef = f["E_fragments"] if "E_fragments" in f.files else None
@@ -455,8 +462,11 @@ def load_clusters(path, monomer_size: int | None = None) -> ClusterData:
 
     factor = units.energy_factor(data.meta["source_units"]["energy"], "eV")
     frags = () if masks is None else tuple(tuple(np.flatnonzero(row).tolist()) for row in np.asarray(masks, bool))
-    return ClusterData(np.asarray(data.R), tuple(data.symbols), monomer_size, data.E, frags,
-                       None if Ef is None else np.asarray(Ef, dtype=np.float64) * factor, dict(data.meta))
+    try:
+        return ClusterData(np.asarray(data.R), tuple(data.symbols), monomer_size, data.E, frags,
+                           None if Ef is None else np.asarray(Ef, dtype=np.float64) * factor, dict(data.meta))
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
 
 
 def save_clusters(data: ClusterData, path) -> None:
@@ -649,8 +659,8 @@ class ManyBodyModel(ModelBase):
     # ------------------------------------------------------------------ CLI
     @classmethod
     def add_cli_arguments(cls, parser, add_once) -> None:
-        add_once(parser, "--monomer", default=None, help="manybody: atoms of one monomer, e.g. 'O H H'")
-        add_once(parser, "--max-body", type=int, default=None, help="manybody: highest body order")
+        add_once(parser, "--monomer", default=None, help="manybody: atoms of one monomer in the data's order (default: 'O H H')")
+        add_once(parser, "--max-body", type=int, default=None, help="manybody: highest body order of the expansion (default 2)")
 
     @classmethod
     def params_from_cli(cls, args) -> dict:
@@ -666,6 +676,15 @@ class ManyBodyModel(ModelBase):
         if getattr(args, "ridge", None) is not None:
             params["ridge"] = args.ridge
         return params
+
+    def read_data(self, path, **units):
+        """An ``.npz`` file as :class:`ClusterData`, with its sub-cluster (fragment) energies when it has them;
+        other formats as a :class:`~pesfit.data.Dataset` (total energies only)."""
+        from pathlib import Path
+
+        if Path(path).suffix.lower() != ".npz":
+            return super().read_data(path, **units)
+        return load_clusters(path, ClusterSpec(self.monomer).size, **units)
 
     # --------------------------------------------------------------- checks
     def _resolved(self) -> dict:
@@ -1025,8 +1044,12 @@ class ManyBodyModel(ModelBase):
             out[n] = (list(combinations(range(n_mon), n)), self._term(n, R, False))
         return out
 
-    def evaluate_bodies(self, data: ClusterData) -> dict:
-        """Error reports (meV) per body order on the n-body energies of ``data``, and on its totals."""
+    def evaluate_bodies(self, data: ClusterData, *, window_eV: float | None = None) -> dict:
+        """Error reports (meV) per body order on the n-body energies of ``data``, and on its totals.
+
+        With ``window_eV``, also ``"<n>_within_window"`` (n >= 2): the errors on the n-body energies at
+        most ``window_eV`` [eV] above the lowest one (the bound region near the minimum).
+        """
         self._check_fitted()
         eps = data.body_energies()
         out = {}
@@ -1035,7 +1058,11 @@ class ManyBodyModel(ModelBase):
             if not S_n:
                 continue
             pred = np.concatenate([self._body_predict(n, data.R[:, data.atoms_of(S)]) for S in S_n])
-            out[str(n)] = error_report(pred, np.concatenate([eps[S] for S in S_n]), n_largest=0)
+            ref = np.concatenate([eps[S] for S in S_n])
+            out[str(n)] = error_report(pred, ref, n_largest=0)
+            if window_eV is not None and n >= 2:
+                low = ref <= ref.min() + window_eV
+                out[f"{n}_within_window"] = error_report(pred[low], ref[low], n_largest=0)
         if data.E is not None:
             out["total"] = error_report(self.predict(data.R), data.E)
         return out

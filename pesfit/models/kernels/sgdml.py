@@ -132,7 +132,7 @@ class SGDMLModel(KernelModel):
     def add_cli_arguments(cls, parser, add_once) -> None:
         super().add_cli_arguments(parser, add_once)
         add_once(parser, "--forces-only", action="store_true", default=None,
-                 help="sgdml: fit forces only (energies give the integration constant)")
+                 help="sgdml: fit forces only (energies give the integration constant; default: energies and forces)")
 
     @classmethod
     def params_from_cli(cls, args) -> dict:
