@@ -144,8 +144,9 @@ def cmd_plot_cut(args) -> int:
                "reference_geometry_A": np.asarray(R0).tolist()}
     k = np.unravel_index(np.argmin(E), E.shape)
     where = f"{c1.spec} = {v1[k[0]]:.4g}" + ("" if c2 is None else f", {c2.spec} = {v2[k[1]]:.4g}")
+    near = f"; {res['n_near']} training points of {args.data} near the cut" if args.data else ""
     text = (f"cut through {c1.spec} = {payload['reference_value']:.4g} {c1.unit}: lowest {E.min():.4g} eV at {where}"
-            f"; {res['n_near']} training points near the cut\nwrote {res['path']}")
+            f"{near}\nwrote {res['path']}")
     _emit(args, payload, text)
     return 0
 

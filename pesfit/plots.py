@@ -416,11 +416,13 @@ def plot_cut(model, R0, coord, values, path, *, coord2=None, values2=None, data=
         fig, ax = _figure((5.8, 4.6))
         X, Y = np.meshgrid(values, values2, indexing="ij")
         Z = E - e0
-        top = np.percentile(Z, 95)
-        levels = np.linspace(Z.min(), top, 25)
-        cs = ax.contourf(X, Y, np.minimum(Z, top), levels=levels, cmap="viridis")
-        ax.contour(X, Y, Z, levels=levels[::3], colors="k", linewidths=0.4)
-        fig.colorbar(cs, ax=ax, label="energy above minimum (eV)")
+        levels = _round_levels(Z.min(), np.percentile(Z, 95))
+        labelled = _round_levels(levels[0], levels[-1], 6)
+        labelled = labelled[labelled >= levels[0]]
+        cs = ax.contourf(X, Y, np.clip(Z, levels[0], levels[-1]), levels=levels, cmap="viridis")
+        ax.contour(X, Y, Z, levels=labelled, colors="k", linewidths=0.4)
+        cbar = fig.colorbar(cs, ax=ax, label="energy above minimum (eV)")
+        cbar.set_ticks(labelled)
         if data is not None:
             idx, q, _ = near_cut(model, data, R0, coord, coord2, tol=tol)
             n_near = len(idx)
@@ -428,6 +430,8 @@ def plot_cut(model, R0, coord, values, path, *, coord2=None, values2=None, data=
                 ax.scatter(q[:, 0], q[:, 1], s=8, color="w", edgecolors="k", linewidths=0.3,
                            label=f"training points within {tol:g} Å")
                 ax.legend(loc="best", fontsize="small")
+        ax.set_xlim(np.min(values), np.max(values))  # training points off the map are not drawn
+        ax.set_ylim(np.min(values2), np.max(values2))
         ax.set_xlabel(coord.label)
         ax.set_ylabel(coord2.label)
         ax.set_title(f"2-D cut: {coord.spec}, {coord2.spec}")
@@ -435,6 +439,40 @@ def plot_cut(model, R0, coord, values, path, *, coord2=None, values2=None, data=
     return {"path": p, "values": np.asarray(values).tolist(),
             "values2": None if values2 is None else np.asarray(values2).tolist(),
             "energies_eV": (E - e0).tolist(), "n_near": n_near}
+
+
+def _round_levels(lo: float, hi: float, n: int = 20) -> np.ndarray:
+    """About ``n`` contour levels at round values (steps of 1, 2, 2.5 or 5 × 10^k) from below ``lo`` to ``hi``."""
+    from matplotlib.ticker import MaxNLocator
+
+    levels = MaxNLocator(nbins=n, steps=[1, 2, 2.5, 5, 10]).tick_values(lo, hi)
+    levels = levels[levels <= hi + 1e-12 * abs(hi)]
+    return levels if len(levels) > 2 else np.linspace(lo, hi, 3)
+
+
+def _log_ticks(lo: float, hi: float) -> list[float]:
+    """Round tick values between ``lo`` and ``hi`` (> 0) on a log axis: 1, 2, 5 × 10^k (only 10^k over more
+    than three decades; 1-9 × 10^k when that gives fewer than two)."""
+    e0, e1 = int(np.floor(np.log10(lo))), int(np.ceil(np.log10(hi)))
+    for mantissas in ((1,) if e1 - e0 > 3 else (1, 2, 5), tuple(range(1, 10))):
+        ticks = [m * 10.0 ** e for e in range(e0, e1 + 1) for m in mantissas if lo <= m * 10.0 ** e <= hi]
+        if len(ticks) >= 2:
+            return ticks
+    return [lo, hi]
+
+
+def _plain_log_axis(axis, values, *, at_values: bool = False) -> None:
+    """A log axis labelled with plain numbers (``250``, ``0.5``) at round values covering ``values``
+    (``at_values``: at the values themselves, when there are at most 8)."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
+
+    v = np.asarray([x for x in values if x is not None and x > 0], dtype=float)
+    lo, hi = v.min() / 1.15, v.max() * 1.15
+    ticks = sorted(set(v.tolist())) if at_values and len(set(v.tolist())) <= 8 else _log_ticks(lo, hi)
+    axis.set_major_locator(FixedLocator(ticks))
+    axis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
+    axis.set_minor_formatter(NullFormatter())
+    axis.axes.set_xlim(lo, hi) if axis.axis_name == "x" else axis.axes.set_ylim(lo, hi)
 
 
 # --------------------------------------------------------- learning curve
@@ -482,6 +520,8 @@ def plot_learning_curve(rows, path, *, title: str = "learning curve") -> Path:
     fig, ax = _figure()
     ax.loglog(n, [r["test_rmse_meV"] for r in rows], "o-", color="C0", label="test")
     ax.loglog(n, [r["train_rmse_meV"] for r in rows], "s--", color="C1", label="train")
+    _plain_log_axis(ax.xaxis, n, at_values=True)
+    _plain_log_axis(ax.yaxis, [r[k] for r in rows for k in ("test_rmse_meV", "train_rmse_meV")])
     ax.set_xlabel("training structures")
     ax.set_ylabel("energy RMSE (meV)")
     ax.set_title(title)
