@@ -499,7 +499,7 @@ def test_load_dataset_dispatch_and_fmt_override(tmp_path):
 
 
 def test_unknown_format(tmp_path):
-    with pytest.raises(ValueError, match=r"unknown file format \(extension '\.h5'\)"):
+    with pytest.raises(ValueError, match=r"unknown data file format \(extension '\.h5'\)"):
         data.load_dataset(tmp_path / "a.h5")
     with pytest.raises(ValueError, match=r"unknown format 'hdf5'; use one of"):
         data.load_dataset(tmp_path / "a.npz", fmt="hdf5")

@@ -132,10 +132,14 @@ def run_blocks(blocks, tmp_path: Path, python, where: str) -> int:
 def test_docs_python_is_the_venv(venv_python, tmp_path):
     """Inside the scratch directory ``python`` and ``pesfit`` run the venv's interpreter with its packages."""
     block = ('python -c "import sys; print(sys.prefix)" > prefix.txt\n'
-             'pesfit --version > version.txt\npython -c "import ase, numpy, pesfit"')
+             'pesfit --version > version.txt\npython -c "import ase, numpy, pesfit"\n'
+             # the quickstart's link to the shipped data, made from a scratch directory
+             "python -c 'from pesfit.datasets import MOLECULES_DIR; print(MOLECULES_DIR)' > molecules.txt")
     assert run_blocks([([], block, 0)], tmp_path, venv_python, "venv check") == 1
-    assert Path((tmp_path / "work" / "prefix.txt").read_text().strip()).resolve() == venv_python.parent.parent.resolve()
-    assert (tmp_path / "work" / "version.txt").read_text().startswith("pesfit ")
+    work = tmp_path / "work"
+    assert Path((work / "prefix.txt").read_text().strip()).resolve() == venv_python.parent.parent.resolve()
+    assert (work / "version.txt").read_text().startswith("pesfit ")
+    assert Path((work / "molecules.txt").read_text().strip()) == ROOT / "molecules"
 
 
 @pytest.mark.parametrize("page", [p for p in PAGES if runnable_blocks(p.read_text())], ids=lambda p: p.name)

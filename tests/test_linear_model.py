@@ -114,7 +114,7 @@ def test_tampered_and_corrupt_files_refused(tmp_path, h2co_model):
     with pytest.raises(ValueError, match="lacks fields"):
         load_model(bad)
     bad.write_text(path.read_text()[:-50])
-    with pytest.raises(ValueError, match="not a valid model file"):
+    with pytest.raises(ValueError, match="not a pesfit model file"):
         load_model(bad)
 
 
