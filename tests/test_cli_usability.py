@@ -171,3 +171,22 @@ def test_manybody_cli_uses_fragment_energies_like_the_api(tmp_path, capsys):
     expect = np.sqrt(np.mean((pred[low] - eps[low]) ** 2)) / kcal
     assert mb["test_rmse_kcal_mol"]["2_within_10_kcal_mol"] == pytest.approx(expect, rel=1e-9)
     assert mb["test_n"]["2_within_10_kcal_mol"] == int(low.sum())
+
+
+# --------------------------------------------------------------------- plots
+def test_plot_ticks_are_round_numbers():
+    from pesfit.plots import _log_ticks, _round_levels
+
+    assert _log_ticks(0.6, 35) == [1, 2, 5, 10, 20]
+    assert _log_ticks(217, 1150) == [500, 1000]
+    assert _log_ticks(0.01, 1e5) == [0.01, 0.1, 1, 10, 100, 1000, 10000, 100000]  # one label per decade
+    levels = _round_levels(-0.0024, 1.1203)
+    step = levels[1] - levels[0]
+    assert np.allclose(levels / step, np.round(levels / step)) and step in (0.05, 0.1)
+    assert levels[0] <= -0.0024 and levels[-1] <= 1.1203 + 1e-12
+
+
+def test_plot_cut_without_data_does_not_count_training_points(tmp_path, small_model, capsys):
+    out = _run(capsys, ["plot-cut", str(small_model), "--coordinate", "r(0,1)", "--range", "0.7", "1.3",
+                        "--points", "11", "--out", str(tmp_path / "cut.png")])
+    assert "lowest" in out and "training points" not in out and (tmp_path / "cut.png").is_file()
