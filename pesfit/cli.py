@@ -115,9 +115,9 @@ def cmd_basis(args) -> int:
 
 # -------------------------------------------------------------- parser
 EPILOG = ("Inside pesfit lengths are in Å, energies in eV and forces in eV/Å; data files are converted on reading "
-          "(npz and extended XYZ in Å and eV, MSA points files in bohr and hartree, unless --length-unit/--energy-unit "
-          "say otherwise). Model files are versioned JSON. With --json a command prints exactly one JSON document to "
-          "stdout; progress and logs go to stderr.")
+          "(npz and extended XYZ in Å and eV, MSA points files in bohr and hartree, unless --length-unit/"
+          "--energy-unit say otherwise). Model files are versioned JSON. With --json a command prints exactly one "
+          "JSON document to stdout; progress and logs go to stderr.")
 JSON_HELP = "print one JSON document to stdout instead of the text report"
 
 

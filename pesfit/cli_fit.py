@@ -72,7 +72,7 @@ def run_recipe(recipe: Recipe, args) -> dict:
         "cv_results": getattr(model, "cv_results_", None),
     }
     if recipe.model == "manybody":
-        summary["many_body"] = _many_body_summary(model, train, test, recipe)
+        summary["many_body"] = _many_body_summary(model, test, recipe)
     return summary
 
 
@@ -80,7 +80,7 @@ def run_recipe(recipe: Recipe, args) -> dict:
 BOUND_WINDOW_KCAL_MOL = 10.0
 
 
-def _many_body_summary(model, train, test, recipe) -> dict:
+def _many_body_summary(model, test, recipe) -> dict:
     """How a many-body model was fitted (n-body energies from fragment energies, or totals) and its test
     errors per body order in kcal/mol."""
     from .models.manybody import ClusterData

@@ -726,12 +726,16 @@ class DiabaticModel(ModelBase):
     # ------------------------------------------------------------------- CLI
     @classmethod
     def add_cli_arguments(cls, parser, add_once) -> None:
-        add_once(parser, "--states", type=int, default=None, help="diabatic: number of electronic states (default: the number of energies per structure in the data)")
+        add_once(parser, "--states", type=int, default=None,
+                 help="diabatic: number of electronic states (default: the number of energies per structure in the "
+                      "data)")
         add_once(parser, "--irreps", default=None,
                  help="diabatic: irrep of each state, e.g. A1,A2 (A1', A2', A1'', A2''; A2 = A2''); default all A1'")
         add_once(parser, "--target", choices=list(TARGETS), default=None,
-                 help="diabatic: fit the diabatic matrix U (u), the adiabatic energies (adiabatic) or both (default: u)")
-        add_once(parser, "--e0", type=float, default=None, help="weight E0/(E0+E-Emin) on the energy rows, E0 in eV (default: equal weights)")
+                 help="diabatic: fit the diabatic matrix U (u), the adiabatic energies (adiabatic) or both (default: "
+                      "u)")
+        add_once(parser, "--e0", type=float, default=None,
+                 help="weight E0/(E0+E-Emin) on the energy rows, E0 in eV (default: equal weights)")
         add_once(parser, "--ridge", type=float, default=None, help="ridge on unit-norm columns (default: by CV)")
         add_once(parser, "--variables", choices=list(VARIABLES), default=None,
                  help="diabatic: polynomial variables, Morse distances or valence (bond lengths and angles at the "

@@ -270,7 +270,8 @@ class FragmentedPIPModel(LinearPIPModel):
     @classmethod
     def add_cli_arguments(cls, parser, add_once) -> None:
         add_once(parser, "--fragments", default=None,
-                 help="fragments: atom subsets (0-based, the data's atom order), e.g. '0,1,2,5;0,1,3,6' (required with --model fragments)")
+                 help="fragments: atom subsets (0-based, the data's atom order), e.g. '0,1,2,5;0,1,3,6' (required with"
+                      " --model fragments)")
 
     @classmethod
     def params_from_cli(cls, args) -> dict:

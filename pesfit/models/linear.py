@@ -125,8 +125,10 @@ class LinearPIPModel(ModelBase):
     @classmethod
     def add_cli_arguments(cls, parser, add_once) -> None:
         add_once(parser, "--ridge", type=float, default=None, help="ridge on unit-norm columns (default: by CV)")
-        add_once(parser, "--force-weight", type=float, default=None, help="weight of the force rows against the energy rows, Å (default 0.1)")
-        add_once(parser, "--e0", type=float, default=None, help="weight E0/(E0+E-Emin) on the energy rows, E0 in eV (default: equal weights)")
+        add_once(parser, "--force-weight", type=float, default=None,
+                 help="weight of the force rows against the energy rows, Å (default 0.1)")
+        add_once(parser, "--e0", type=float, default=None,
+                 help="weight E0/(E0+E-Emin) on the energy rows, E0 in eV (default: equal weights)")
 
     @classmethod
     def params_from_cli(cls, args) -> dict:

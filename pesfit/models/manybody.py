@@ -659,8 +659,10 @@ class ManyBodyModel(ModelBase):
     # ------------------------------------------------------------------ CLI
     @classmethod
     def add_cli_arguments(cls, parser, add_once) -> None:
-        add_once(parser, "--monomer", default=None, help="manybody: atoms of one monomer in the data's order (default: 'O H H')")
-        add_once(parser, "--max-body", type=int, default=None, help="manybody: highest body order of the expansion (default 2)")
+        add_once(parser, "--monomer", default=None,
+                 help="manybody: atoms of one monomer in the data's order (default: 'O H H')")
+        add_once(parser, "--max-body", type=int, default=None,
+                 help="manybody: highest body order of the expansion (default 2)")
 
     @classmethod
     def params_from_cli(cls, args) -> dict:

@@ -64,14 +64,17 @@ class KernelModel(ModelBase):
     # ------------------------------------------------------------------ CLI
     @classmethod
     def add_cli_arguments(cls, parser, add_once) -> None:
-        add_once(parser, "--kernel", default=None, help="kernel models: gaussian or matern52 (default: gaussian; sgdml matern52)")
+        add_once(parser, "--kernel", default=None,
+                 help="kernel models: gaussian or matern52 (default: gaussian; sgdml matern52)")
         add_once(parser, "--length-scale", type=float, default=None,
                  help="kernel models: length scale in descriptor units (default: chosen on the training data)")
         add_once(parser, "--lambda", dest="lambda_", type=float, default=None,
                  help="kernel models: regularisation relative to the mean kernel diagonal (default: by CV)")
-        add_once(parser, "--solver", default=None, help="kernel models: linear solver auto, cholesky or cg (default: auto)")
+        add_once(parser, "--solver", default=None,
+                 help="kernel models: linear solver auto, cholesky or cg (default: auto)")
         add_once(parser, "--permutations", default=None,
-                 help="kernel models: permutations to symmetrise over: declared (the molecule's group), detect, or none (default: declared)")
+                 help="kernel models: permutations to symmetrise over: declared (the molecule's group), detect, or "
+                      "none (default: declared)")
 
     @classmethod
     def params_from_cli(cls, args) -> dict:

@@ -135,7 +135,8 @@ class GPRModel(KernelModel):
 
     @classmethod
     def add_cli_arguments(cls, parser, add_once) -> None:
-        add_once(parser, "--restarts", type=int, default=None, help="gpr: extra starts of the likelihood maximisation (default 2)")
+        add_once(parser, "--restarts", type=int, default=None,
+                 help="gpr: extra starts of the likelihood maximisation (default 2)")
 
     @classmethod
     def params_from_cli(cls, args) -> dict:

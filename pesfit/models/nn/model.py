@@ -111,10 +111,13 @@ class _NNModel(ModelBase):
                  help="PIP-NN/FI-NN activation (default tanh)")
         add_once(parser, "--optimizer", default=None, choices=list(OPTIMIZERS),
                  help="PIP-NN/FI-NN optimiser: Levenberg-Marquardt (default), L-BFGS or Adam")
-        add_once(parser, "--ensemble", type=int, default=None, help="PIP-NN/FI-NN: train K networks, predict the mean (default 1)")
+        add_once(parser, "--ensemble", type=int, default=None,
+                 help="PIP-NN/FI-NN: train K networks, predict the mean (default 1)")
         add_once(parser, "--epochs", type=int, default=None, help="PIP-NN/FI-NN: maximum training epochs (default 200)")
-        add_once(parser, "--force-weight", type=float, default=None, help="weight of the force rows against the energy rows, Å (default 0.1)")
-        add_once(parser, "--seed", type=int, default=None, help="random seed of the splits and initial weights (default 0)")
+        add_once(parser, "--force-weight", type=float, default=None,
+                 help="weight of the force rows against the energy rows, Å (default 0.1)")
+        add_once(parser, "--seed", type=int, default=None,
+                 help="random seed of the splits and initial weights (default 0)")
 
     @classmethod
     def params_from_cli(cls, args) -> dict:
