@@ -70,7 +70,7 @@ def add_commands(sub) -> None:
                    help="compile with gfortran/gcc and compare energies and gradients with the Python model "
                         "(default: no check)")
     p.add_argument("--data", default=None, help="structures for --check (default: the model's reference "
-                                                "geometry, randomly displaced by 0.05 Å)")
+                                                "geometry with Gaussian displacements, sd 0.05 Å)")
     p.add_argument("--n-check", type=int, default=1000, help="number of structures for --check (default: 1000)")
     p.add_argument("--n-monomers", type=int, default=None,
                    help="many-body models: number of monomers of the exported cluster (required for them)")
