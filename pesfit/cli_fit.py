@@ -52,7 +52,12 @@ def run_recipe(recipe: Recipe, args) -> dict:
     seconds = time.perf_counter() - t0
     test_report = None
     if recipe.test is not None:
-        test_report = model.evaluate(load_dataset(recipe.test))
+        test = load_dataset(recipe.test)
+        test_report = model.evaluate(test)
+        if not getattr(args, "no_holes", False):  # default hole search around the test structures
+            from .holes import holes_in_dataset
+
+            test_report["holes"] = holes_in_dataset(model, test).to_dict()
     if recipe.out is not None:
         model.save(recipe.out)
     return {
@@ -76,6 +81,12 @@ def _format_fit(summary: dict) -> str:
     for name in ("train", "test"):
         if summary[name] is not None:
             lines.append(format_report(summary[name], title=name))
+    holes = (summary["test"] or {}).get("holes")
+    if holes is not None:
+        deepest = holes["deepest_meV_below_min"]
+        lines.append(f"holes around the test structures (pesfit holes defaults): {holes['n_holes']} in "
+                     f"{holes['n_probed']} probe points, deepest point "
+                     f"{'-' if deepest is None else f'{deepest:.1f}'} meV below the training minimum")
     if summary["out"]:
         lines.append(f"model written to {summary['out']}")
     return "\n".join(lines)
@@ -139,6 +150,8 @@ def add_commands(sub) -> None:
         cls.add_cli_arguments(p, _add_once)
     p.add_argument("--forces", action="store_true", help="fit forces too (data key F)")
     p.add_argument("--out", default=None, help="write the fitted model (JSON)")
+    p.add_argument("--no-holes", action="store_true",
+                   help="skip the hole search around the --test structures (default: run it, as `pesfit holes`)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_fit)
 
