@@ -58,6 +58,10 @@ def run_recipe(recipe: Recipe, args) -> dict:
     seconds = time.perf_counter() - t0
     test = None if recipe.test is None else model.read_data(recipe.test, **units)
     test_report = None if test is None else model.evaluate(test)
+    if test is not None and not getattr(args, "no_holes", False):  # default hole search around the test structures
+        from .holes import holes_in_dataset
+
+        test_report["holes"] = holes_in_dataset(model, test).to_dict()
     if recipe.out is not None:
         model.save(recipe.out)
     summary = {
@@ -118,6 +122,12 @@ def _format_fit(summary: dict) -> str:
         if mb["test_rmse_kcal_mol"]:
             lines.append("test RMSE per body order (kcal/mol): " + ", ".join(
                 f"{k} {v:.4f} (n={mb['test_n'][k]})" for k, v in mb["test_rmse_kcal_mol"].items()))
+    holes = (summary["test"] or {}).get("holes")
+    if holes is not None:
+        deepest = holes["deepest_meV_below_min"]
+        lines.append(f"holes around the test structures (pesfit holes defaults): {holes['n_holes']} in "
+                     f"{holes['n_probed']} probe points, deepest point "
+                     f"{'-' if deepest is None else f'{deepest:.1f}'} meV below the training minimum")
     if summary["out"]:
         lines.append(f"model written to {summary['out']}")
     return "\n".join(lines)
@@ -195,6 +205,8 @@ def add_commands(sub) -> None:
     add_unit_arguments(p)
     p.add_argument("--out", default=None, help="write the fitted model to this JSON file (default: not written; "
                                                "a recipe's [output] model)")
+    p.add_argument("--no-holes", action="store_true",
+                   help="skip the hole search around the --test structures (default: run it, as `pesfit holes`)")
     p.add_argument("--json", action="store_true", help=JSON_HELP)
     p.set_defaults(func=cmd_fit)
 
