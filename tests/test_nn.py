@@ -311,6 +311,9 @@ def test_cli_fit_pipnn(tmp_path, capsys):
     assert main(argv) == 0
     d = json.loads(capsys.readouterr().out)
     assert d["model"] == "pipnn" and d["hyperparameters"]["hidden"] == [6, 5]
+    hp = d["hyperparameters"]   # the input choice is part of the --json contract
+    assert hp["basis"] == "pip" and isinstance(hp["degree"], int) and isinstance(hp["n_inputs"], int)
+    assert hp["input_choice"].startswith("validation") and len(hp["input_screening"]) == 2
     assert d["hyperparameters"]["forces"] is True and isinstance(d["train"]["force_rmse_meV_per_A"], float)
     assert load_model(out).hyperparameters_["optimizer"] == "lm"
 
@@ -372,3 +375,31 @@ def test_export_other_activations_one_hidden_layer(activation, h2co, tmp_path):
     m = PIPNNModel(degree=2, morse_a=1.5, hidden=(5,), activation=activation, max_epochs=2).fit(train.first(60))
     res = export_model(m, "c", tmp_path, check=True, check_structures=np.asarray(test.R[:100]))
     assert res["build_log"] == "" and res["check"]["max_energy_rel"] <= 1e-12
+
+
+@pytest.mark.parametrize("symbols, expected", [
+    ("C H H H H N", [(3, 86), (2, 21)]),      # A4BC: degree 2 alone (21 inputs) underfits
+    ("C H H H H H", [(4, 100), (3, 31)]),
+    ("C O H H", [(3, 49), (2, 17)]),
+    ("H H H", [(6, 22), (5, 15)]),
+])
+def test_input_candidates_scale_with_the_molecule(symbols, expected):
+    from invariants import PermutationGroup
+
+    group = PermutationGroup.from_symbols(symbols.split())
+    cands = PIPNNModel()._candidate_bases(group)
+    assert [(b.max_degree, int((b.degrees > 0).sum())) for b in cands] == expected
+    assert [b.max_degree for b in PIPNNModel(degree=2)._candidate_bases(group)] == [2]
+    small = PIPNNModel(max_inputs=16)._candidate_bases(group)
+    assert small and all(int((b.degrees > 0).sum()) <= 16 or b.max_degree == 1 for b in small)
+
+
+def test_input_degree_chosen_by_validation(h2co):
+    train, _ = h2co
+    m = PIPNNModel(hidden=(6,), max_epochs=6, screen_epochs=3, morse_a=1.5, validation_fraction=0.2)
+    m.fit(train.first(120))
+    hp = m.hyperparameters_
+    scores = {r["degree"]: r["val_energy_rmse_meV"] for r in hp["input_screening"]}
+    assert sorted(scores) == [2, 3] and all(np.isfinite(v) for v in scores.values())
+    assert hp["degree"] == min(scores, key=scores.get) and hp["input_choice"].startswith("validation")
+    assert hp["n_inputs"] == m.feature_index_.size == m.layer_sizes_[0]

@@ -81,7 +81,7 @@ from ..metrics import error_report
 from ..molecule import Molecule
 from ..regions import region_labels
 from ._base import ModelBase
-from .linear import weighted_lstsq_path
+from .lstsq import fold_factors, labels_of_folds, lstsq_path
 from .pseudoscalars import Irrep, Pseudoscalar, find_pseudoscalars, parse_irreps
 
 __all__ = [
@@ -578,7 +578,7 @@ class _AdiabaticProblem:
 
 
 def _solve_linear(A, y, ridge):
-    return weighted_lstsq_path(A, y, [ridge])[0]
+    return lstsq_path(A, y, [ridge])[0]
 
 
 # ------------------------------------------------------------------ model
@@ -918,6 +918,7 @@ class DiabaticModel(ModelBase):
         folds = np.array_split(rng.permutation(n), self.cv_folds) if need_cv else []
         if need_cv and min(len(f) for f in folds) < 2:
             raise ValueError(f"{n} structures are too few for {self.cv_folds}-fold cross-validation")
+        labels = labels_of_folds(folds, n)
         self.cv_results_ = []
         total = n_configs * max(1, len(folds))
         step = 0
@@ -939,18 +940,16 @@ class DiabaticModel(ModelBase):
                                              "lower the degree or add data")
                     Phis = [design(e, R, transform, ps_vals) for e in elements]
                     sse = np.zeros((len(elements), len(ridges)))
-                    for k, val in enumerate(folds):
-                        train = np.setdiff1d(np.arange(n), val)
-                        for q, (e, P) in enumerate(zip(elements, Phis)):
-                            if self.target == "adiabatic" and e.i != e.j:
-                                continue
-                            wt = np.sqrt(w[train, e.i] * w[train, e.j])
-                            sols = weighted_lstsq_path(P[train] * wt[:, None], Ylin[train, e.i, e.j] * wt, ridges)
-                            for r_, c in enumerate(sols):
-                                sse[q, r_] += np.sum((P[val] @ c - Ylin[val, e.i, e.j]) ** 2)
-                        step += 1
-                        if progress is not None:
-                            progress(step, total, f"CV {kind} degree {d} a={a:g} fold {k + 1}/{len(folds)}")
+                    for q, (e, P) in enumerate(zip(elements, Phis) if need_cv else ()):
+                        if self.target == "adiabatic" and e.i != e.j:
+                            continue
+                        wt = np.sqrt(w[:, e.i] * w[:, e.j])
+                        y = Ylin[:, e.i, e.j]
+                        sse[q] = fold_factors(np.column_stack([P * wt[:, None], y * wt]), labels, len(folds),
+                                              np.column_stack([P, y])).cv_sse(ridges)
+                    step += len(folds)
+                    if progress is not None and need_cv:
+                        progress(step, total, f"CV {kind} degree {d} a={a:g}")
                     cands.append((config, elements, Phis, sse))
                     scored = [q for q, e in enumerate(elements) if not (self.target == "adiabatic" and e.i != e.j)]
                     self.cv_results_.append({

@@ -29,7 +29,8 @@ from invariants.program import Program
 
 from ..data import Dataset
 from ..molecule import Molecule
-from .linear import DEFAULT_RIDGE_GRID, LinearPIPModel, weighted_lstsq_path
+from .linear import DEFAULT_RIDGE_GRID, LinearPIPModel, _progress_at
+from .lstsq import fold_labels, ridge_path
 
 __all__ = ["fragment_images", "fragment_group", "fragmented_basis", "FragmentedPIPModel"]
 
@@ -327,31 +328,27 @@ class FragmentedPIPModel(LinearPIPModel):
                              "lower the degrees or add data")
         a_grid = [float(self.morse_a)] if self.morse_a is not None else [float(a) for a in self.morse_grid]
         ridges = [float(self.ridge)] if self.ridge is not None else list(DEFAULT_RIDGE_GRID)
-        rng = np.random.default_rng(self.random_state)
-        folds = np.array_split(rng.permutation(n), self.cv_folds)
+        need_cv = len(a_grid) * len(ridges) > 1
+        labels = fold_labels(n, self.cv_folds, self.random_state) if need_cv else None
         self.cv_results_ = []
-        best = (None, a_grid[0], ridges[0])
-        if len(a_grid) * len(ridges) > 1:
-            for ia, a in enumerate(a_grid):
-                T = DistanceTransform("morse", a)
-                sse = np.zeros(len(ridges))
-                for val in folds:
-                    tr = np.setdiff1d(np.arange(n), val)
-                    A, y = self._rows(basis, T, R[tr], E[tr], None if F is None else F[tr], w[tr], forces)
-                    Pv = basis.cartesian_values(R[val], T)
-                    for j, c in enumerate(weighted_lstsq_path(A, y, ridges)):
-                        sse[j] += np.sum((Pv @ c - E[val]) ** 2)
-                for j, lam in enumerate(ridges):
-                    rmse = 1000 * float(np.sqrt(sse[j] / n))
-                    self.cv_results_.append({"morse_a": a, "ridge": lam, "cv_energy_rmse_meV": rmse})
-                    if best[0] is None or rmse < best[0]:
-                        best = (rmse, a, lam)
-                if progress is not None:
-                    progress(ia + 1, len(a_grid), f"CV a={a:g}")
+        best, factor = (None, a_grid[0], ridges[0]), None
+        for ia, a in enumerate(a_grid):
+            factors = self._factor(self._design(basis, DistanceTransform("morse", a), R, E, F, w, need_cv), labels,
+                                   self.cv_folds if need_cv else 1,
+                                   _progress_at(progress, ia, len(a_grid), f"CV a={a:g}"))
+            if not need_cv:
+                factor = factors.all_rows()
+                continue
+            rmse = 1000 * np.sqrt(factors.cv_sse(ridges) / n)
+            for j, lam in enumerate(ridges):
+                self.cv_results_.append({"morse_a": a, "ridge": lam, "cv_energy_rmse_meV": float(rmse[j])})
+                if best[0] is None or rmse[j] < best[0]:
+                    best = (float(rmse[j]), a, lam)
+            if best[1] == a:  # keep only the best Morse range's factor
+                factor = factors.all_rows()
         _, a, lam = best
         T = DistanceTransform("morse", a)
-        A, y = self._rows(basis, T, R, E, F, w, forces)
-        self.coef_ = weighted_lstsq_path(A, y, [lam])[0]
+        self.coef_ = ridge_path(factor, [lam])[0]
         self.basis_ = basis
         self.molecule_ = Molecule(tuple(data.symbols), group, T)
         self.hyperparameters_ = {"fragments": basis.options["fragments"], "degree": self.degree, "morse_a": a,

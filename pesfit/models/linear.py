@@ -7,16 +7,18 @@ least-squares problem
 
 with structure weights ``w_i = E0 / (E0 + E_i - E_min)`` (off when ``E0`` is
 None), a force weight ``f`` in Å, and ridge ``lambda`` on unit-norm columns.
-It is solved through a QR factorisation (never the normal equations, which
-lose accuracy here).  The Morse range ``a``, the ridge and (optionally) the
-degree are chosen by K-fold cross-validation on the training set only.
+It is solved by the streamed QR factorisation of :mod:`.lstsq` (never the
+normal equations, which lose accuracy here): the rows are built and factored
+in blocks of structures, so memory does not grow with the data.  The Morse
+range ``a``, the ridge and (optionally) the degree are chosen by K-fold
+cross-validation on the training set only, from one factor per fold.
 """
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, replace
 
 import numpy as np
-import scipy.linalg
 
 from invariants import DistanceTransform, molien_series, pip_basis
 from invariants.molien import cumulative
@@ -24,36 +26,86 @@ from invariants.molien import cumulative
 from ..data import Dataset
 from ..molecule import Molecule
 from ._base import ModelBase
+from .executors import make_executor
+from .lstsq import FoldFactors, factor_blocks, fold_labels, plan_tasks, ridge_path
 
-__all__ = ["LinearPIPModel", "weighted_lstsq_path"]
+__all__ = ["LinearPIPModel", "PIPDesignRows"]
 
 DEFAULT_MORSE_GRID = (0.75, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0)
 DEFAULT_RIDGE_GRID = (0.0, 1e-12, 1e-10, 1e-8, 1e-6)
 
 
-def weighted_lstsq_path(A: np.ndarray, y: np.ndarray, ridges) -> list[np.ndarray]:
-    """Ridge solutions of ``min |A c - y|^2 + lambda |D c|^2`` for several ``lambda``.
+@dataclass(frozen=True)
+class PIPDesignRows:
+    """Weighted rows of a linear PIP fit for any subset of the structures.
 
-    Columns are scaled to unit norm (``D`` = the column norms), ``A`` is
-    reduced by a QR factorisation and the small triangular factor by an SVD,
-    so every ``lambda`` costs only a small matrix product.
+    Calling it with structure indices gives the fit rows ``M = [A | y]``
+    (energy rows ``w_i p_i | w_i E_i``, then force rows
+    ``-w_i f dp_i/dR | w_i f F_i`` per atom and direction) and, with
+    ``validation``, the unweighted energy rows ``V = [P | E]`` on which a
+    validation fold is scored.  It holds the data by reference (arrays may be
+    memory-mapped) and is what a Dask task receives after :meth:`restrict`.
+
+    Parameters
+    ----------
+    basis : invariants.Basis
+    transform : DistanceTransform
+    R : ndarray of shape (n, N, 3) [Å]
+    E : ndarray of shape (n,) [eV]
+    F : ndarray of shape (n, N, 3) [eV/Å] or None (energy rows only)
+    weights : ndarray of shape (n,)
+    force_weight : float [Å]
+    validation : bool
     """
-    norms = np.linalg.norm(A, axis=0)
-    norms[norms == 0] = 1.0
-    As = A / norms
-    Q, Rq = scipy.linalg.qr(As, mode="economic", overwrite_a=True, check_finite=False)
-    qty = Q.T @ y
-    U, s, Vt = scipy.linalg.svd(Rq, full_matrices=False, check_finite=False)
-    uty = U.T @ qty
-    out = []
-    cutoff = s[0] * max(A.shape) * np.finfo(float).eps
-    for lam in ridges:
-        if lam == 0:
-            filt = np.where(s > cutoff, 1.0 / np.where(s > cutoff, s, 1.0), 0.0)
+
+    basis: object
+    transform: DistanceTransform
+    R: np.ndarray
+    E: np.ndarray
+    F: np.ndarray | None
+    weights: np.ndarray
+    force_weight: float
+    validation: bool = False
+
+    @property
+    def n_columns(self) -> int:
+        return self.basis.n_basis + 1
+
+    @property
+    def rows_per_structure(self) -> int:
+        return 1 + (3 * self.R.shape[1] if self.F is not None else 0)
+
+    def restrict(self, start: int, stop: int) -> "PIPDesignRows":
+        """The same rows for structures ``start:stop`` only (renumbered from 0)."""
+        return replace(self, R=self.R[start:stop], E=self.E[start:stop], weights=self.weights[start:stop],
+                       F=None if self.F is None else self.F[start:stop])
+
+    def __call__(self, idx):
+        R = np.asarray(self.R[idx], dtype=np.float64)
+        E = np.asarray(self.E[idx], dtype=np.float64)
+        w = self.weights[idx]
+        n, nb = len(idx), self.basis.n_basis
+        M = np.empty((n * self.rows_per_structure, nb + 1), order="F")
+        if self.F is not None:
+            P, J = self.basis.cartesian_jacobian(R, self.transform)
+            fw = w * self.force_weight
+            forces = M[n:, :nb].reshape(n, R.shape[1], 3, nb)
+            np.multiply(J.transpose(0, 2, 3, 1), -fw[:, None, None, None], out=forces)
+            del J
+            M[n:, nb] = (np.asarray(self.F[idx], dtype=np.float64) * fw[:, None, None]).reshape(-1)
         else:
-            filt = s / (s**2 + lam)
-        out.append((Vt.T @ (filt * uty)) / norms)
-    return out
+            P = self.basis.cartesian_values(R, self.transform)
+        np.multiply(P, w[:, None], out=M[:n, :nb])
+        M[:n, nb] = E * w
+        V = np.column_stack([P, E]) if self.validation else None
+        return M, V
+
+
+def _progress_at(progress, step: int, total: int, where: str):
+    """``progress(done, n_tasks)`` of one configuration as fractional steps of the whole fit."""
+    if progress is None:
+        return None
+    return lambda done, n_tasks: progress(step + done / n_tasks, total, f"{where}: task {done}/{n_tasks}")
 
 
 class LinearPIPModel(ModelBase):
@@ -149,19 +201,15 @@ class LinearPIPModel(ModelBase):
             raise ValueError(f"cv_folds must be >= 2, got {self.cv_folds}")
 
     # ------------------------------------------------------------ design
-    def _rows(self, basis, transform, R, E, F, weights, forces: bool):
-        """Weighted design matrix and targets for structures ``R``."""
-        if forces:
-            P, J = basis.cartesian_jacobian(R, transform)
-            n, nb = P.shape
-            fw = (weights * self.force_weight)[:, None, None]
-            A = np.vstack([P * weights[:, None], (-J.transpose(0, 2, 3, 1) * fw[..., None]).reshape(-1, nb)])
-            y = np.concatenate([E * weights, (F * fw).reshape(-1)])
-        else:
-            P = basis.cartesian_values(R, transform)
-            A = P * weights[:, None]
-            y = E * weights
-        return A, y
+    def _design(self, basis, transform, R, E, F, weights, validation: bool) -> PIPDesignRows:
+        """Weighted design rows (``F`` None: energies only) for the streamed solver."""
+        return PIPDesignRows(basis, transform, R, E, F, weights, float(self.force_weight), validation)
+
+    def _factor(self, rows: PIPDesignRows, labels, n_folds: int, progress=None) -> FoldFactors:
+        """Fold factors of all structures, block by block (``labels`` None: one fold)."""
+        tasks = plan_tasks(len(rows.E), rows.rows_per_structure, rows.n_columns, n_folds)
+        return factor_blocks(rows, tasks, labels, n_folds, rows.n_columns, rows.n_columns,
+                             executor=make_executor(), progress=progress)
 
     def _weights(self, E, e_min):
         if self.energy_weight_e0 is None:
@@ -201,46 +249,38 @@ class LinearPIPModel(ModelBase):
         a_grid = [float(self.morse_a)] if self.morse_a is not None else [float(a) for a in self.morse_grid]
         ridges = [float(self.ridge)] if self.ridge is not None else list(DEFAULT_RIDGE_GRID)
         need_cv = len(degrees) * len(a_grid) * len(ridges) > 1
-        rng = np.random.default_rng(self.random_state)
-        folds = np.array_split(rng.permutation(n), self.cv_folds) if need_cv else []
-        if need_cv and min(len(f) for f in folds) < 2:
+        labels = fold_labels(n, self.cv_folds, self.random_state) if need_cv else None
+        if need_cv and np.bincount(labels, minlength=self.cv_folds).min() < 2:
             raise ValueError(f"{n} structures are too few for {self.cv_folds}-fold cross-validation")
         self.cv_results_ = []
-        total = len(degrees) * len(a_grid) * len(folds)
-        step = 0
-        bases = {}
+        step, total = 0, len(degrees) * len(a_grid)
+        bases, factor_of = {}, {}
         for d in degrees:
             bases[d] = pip_basis(group, d, size_limit=max(self.max_basis, 20_000))
             if bases[d].n_basis > n * rows_per:
                 raise ValueError(f"degree {d} has {bases[d].n_basis} terms but only {n * rows_per} data rows; "
                                  "lower the degree or add data")
             for a in a_grid:
+                rows = self._design(bases[d], DistanceTransform("morse", a), R, E, F, w, need_cv)
+                factors = self._factor(rows, labels, self.cv_folds if need_cv else 1,
+                                       _progress_at(progress, step, total, f"degree {d} a={a:g}"))
+                step += 1
                 if not need_cv:
+                    factor_of[d, a] = factors.all_rows()
                     continue
-                transform = DistanceTransform("morse", a)
-                sse = np.zeros(len(ridges))
-                for k, val in enumerate(folds):
-                    train = np.setdiff1d(np.arange(n), val)
-                    A, y = self._rows(bases[d], transform, R[train], E[train], None if F is None else F[train],
-                                      w[train], forces)
-                    sols = weighted_lstsq_path(A, y, ridges)
-                    Pv = bases[d].cartesian_values(R[val], transform)
-                    for j, c in enumerate(sols):
-                        sse[j] += np.sum((Pv @ c - E[val]) ** 2)
-                    step += 1
-                    if progress is not None:
-                        progress(step, total, f"CV degree {d} a={a:g} fold {k + 1}/{len(folds)}")
+                rmse = 1000 * np.sqrt(factors.cv_sse(ridges) / n)
                 for j, lam in enumerate(ridges):
                     self.cv_results_.append({"degree": d, "morse_a": a, "ridge": lam,
-                                             "cv_energy_rmse_meV": 1000 * float(np.sqrt(sse[j] / n))})
+                                             "cv_energy_rmse_meV": float(rmse[j])})
+                best = min(self.cv_results_, key=lambda r: r["cv_energy_rmse_meV"])
+                if (best["degree"], best["morse_a"]) == (d, a):  # keep only the best configuration's factor
+                    factor_of = {(d, a): factors.all_rows()}
         if need_cv:
-            best = min(self.cv_results_, key=lambda r: r["cv_energy_rmse_meV"])
             d, a, lam = best["degree"], best["morse_a"], best["ridge"]
         else:
             d, a, lam = degrees[0], a_grid[0], ridges[0]
         transform = DistanceTransform("morse", a)
-        A, y = self._rows(bases[d], transform, R, E, F, w, forces)
-        self.coef_ = weighted_lstsq_path(A, y, [lam])[0]
+        self.coef_ = ridge_path(factor_of[d, a], [lam])[0]
         self.basis_ = bases[d]
         self.molecule_ = Molecule(tuple(data.symbols), group, transform)
         self.hyperparameters_ = {"degree": d, "morse_a": a, "ridge": lam, "forces": forces,

@@ -45,7 +45,7 @@ from ..data import Dataset, load_npz, to_atomic_numbers
 from ..metrics import error_report
 from ..molecule import Molecule
 from ._base import ModelBase
-from .linear import weighted_lstsq_path
+from .lstsq import fold_factors, labels_of_folds, lstsq_path
 
 __all__ = ["ClusterSpec", "ClusterData", "ManyBodyModel", "nbody_basis", "many_body_energies", "switch",
            "cutoff_weights", "load_clusters", "save_clusters", "MAX_MONOMIALS"]
@@ -875,12 +875,8 @@ class ManyBodyModel(ModelBase):
                 T = DistanceTransform("morse", a)
                 P = term_features(basis, T, Rn, n, m, center=self.center, cutoff=cut)
                 if len(usable) * len(grid) * len(ridges) > 1:
-                    sse = np.zeros(len(ridges))
-                    for val in folds:
-                        tr = np.setdiff1d(np.arange(len(y)), val)
-                        sols = weighted_lstsq_path(P[tr] * rw[tr, None], y[tr] * rw[tr], ridges)
-                        for j, c in enumerate(sols):
-                            sse[j] += np.sum((P[val] @ c - y[val]) ** 2)
+                    sse = fold_factors(np.column_stack([P * rw[:, None], y * rw]), labels_of_folds(folds, len(y)),
+                                       len(folds), np.column_stack([P, y])).cv_sse(ridges)
                     for j, lam in enumerate(ridges):
                         rmse = 1000 * float(np.sqrt(sse[j] / len(y)))
                         self.cv_results_.append({"body": n, "degree": int(basis.max_degree), "morse_a": a,
@@ -896,7 +892,7 @@ class ManyBodyModel(ModelBase):
         self.bases_[n] = basis
         T = DistanceTransform("morse", a)
         P = term_features(basis, T, Rn, n, m, center=self.center, cutoff=cut)
-        self.coefs_[n] = weighted_lstsq_path(P * rw[:, None], y * rw, [lam])[0]
+        self.coefs_[n] = lstsq_path(P * rw[:, None], y * rw, [lam])[0]
         self.transforms_[n] = T
         self.ridges_[n] = lam
 
@@ -945,11 +941,8 @@ class ManyBodyModel(ModelBase):
             rw = self._row_weights(y)
             if n_grid * len(ridges) > 1:
                 folds = np.array_split(rng.permutation(len(y)), self.cv_folds)
-                sse = np.zeros(len(ridges))
-                for val in folds:
-                    tr = np.setdiff1d(np.arange(len(y)), val)
-                    for j, c in enumerate(weighted_lstsq_path(A[tr] * rw[tr, None], y[tr] * rw[tr], ridges)):
-                        sse[j] += np.sum((A[val] @ c - y[val]) ** 2)
+                sse = fold_factors(np.column_stack([A * rw[:, None], y * rw]), labels_of_folds(folds, len(y)),
+                                   len(folds), np.column_stack([A, y])).cv_sse(ridges)
                 for j, lam in enumerate(ridges):
                     rmse = 1000 * float(np.sqrt(sse[j] / len(y)))
                     self.cv_results_.append({"body": "joint", "grid_index": k, "ridge": lam, "cv_energy_rmse_meV": rmse})
@@ -962,7 +955,7 @@ class ManyBodyModel(ModelBase):
         _, k, lam = best
         Ts, A, y = design(k)
         rw = self._row_weights(y)
-        c = weighted_lstsq_path(A * rw[:, None], y * rw, [lam])[0]
+        c = lstsq_path(A * rw[:, None], y * rw, [lam])[0]
         self.ridges_ = {}
         for j, n in enumerate(fitted):
             self.coefs_[n] = c[offsets[j]:offsets[j + 1]]

@@ -25,7 +25,8 @@ import time
 
 import numpy as np
 
-from invariants import Basis, DistanceTransform, fundamental_basis, pip_basis
+from invariants import Basis, DistanceTransform, fundamental_basis, molien_series, pip_basis
+from invariants.molien import cumulative
 
 from ...data import Dataset
 from ...export_heads import NetworkHead
@@ -42,6 +43,8 @@ NN_STATE_VERSION = 1
 DEFAULT_MORSE_A = 1.5
 DEFAULT_MORSE_GRID = (1.0, 1.5, 2.0, 2.5, 3.0)
 OPTIMIZERS = ("lm", "lbfgs", "adam")
+#: default upper limit on the number of network inputs when the degree is chosen automatically
+DEFAULT_MAX_INPUTS = 100
 
 
 def internal_directions(Kc: np.ndarray, tol: float = 1e-9):
@@ -76,13 +79,15 @@ class _NNModel(ModelBase):
         "ensemble": (int,),
         "n_jobs": (type(None), int),
         "max_inputs": (int,),
+        "screen_epochs": (int,),
         "random_state": (int,),
     }
 
     def __init__(self, *, degree=None, morse_a=DEFAULT_MORSE_A, morse_grid=DEFAULT_MORSE_GRID, hidden=(25, 25),
                  activation="tanh", optimizer="lm", force_weight=0.1, force_huber=0.5, use_forces=None,
                  max_epochs=200, patience=30, validation_fraction=0.1, learning_rate=1e-3, batch_size=64,
-                 ensemble=1, n_jobs=None, max_inputs=40, blocks=None, random_state=0):
+                 ensemble=1, n_jobs=None, max_inputs=DEFAULT_MAX_INPUTS, screen_epochs=30, blocks=None,
+                 random_state=0):
         self.degree = degree
         self.morse_a = morse_a
         self.morse_grid = morse_grid
@@ -100,6 +105,7 @@ class _NNModel(ModelBase):
         self.ensemble = ensemble
         self.n_jobs = n_jobs
         self.max_inputs = max_inputs
+        self.screen_epochs = screen_epochs
         self.blocks = blocks
         self.random_state = random_state
 
@@ -168,6 +174,8 @@ class _NNModel(ModelBase):
             raise ValueError(f"n_jobs must be >= 1 or None, got {self.n_jobs}")
         if self.max_inputs < 1:
             raise ValueError(f"max_inputs must be >= 1, got {self.max_inputs}")
+        if self.screen_epochs < 1:
+            raise ValueError(f"screen_epochs must be >= 1, got {self.screen_epochs}")
 
     # ----------------------------------------------------------------- basis
     def _make_basis(self, group, degree) -> Basis:
@@ -175,26 +183,39 @@ class _NNModel(ModelBase):
             return pip_basis(group, degree)
         return fundamental_basis(group, degree)
 
-    def _choose_basis(self, group) -> Basis:
-        """The given degree, or the largest degree up to 3 (PIP) or 6 (FI) with at most ``max_inputs`` inputs.
+    def _candidate_bases(self, group) -> list[Basis]:
+        """Input bases to choose from: the given degree, else the two largest within ``max_inputs``.
 
-        Degree 1 is kept even when it exceeds ``max_inputs``.
+        Without a ``degree`` the candidates are the bases of degree 2 .. 6
+        (PIP) or 1 .. 9 (FI) with at most ``max_inputs`` non-constant
+        functions; the largest two are kept (the larger first), and
+        :meth:`fit` picks one of them by a short validation run.  Degree 1 is
+        kept even when it exceeds ``max_inputs``.
         """
         if self.degree is not None:
             basis = self._make_basis(group, int(self.degree))
             if int((basis.degrees > 0).sum()) == 0:
                 raise ValueError(f"the degree-{self.degree} basis has no non-constant functions; raise the degree")
-            return basis
-        default = 3 if self.basis_kind == "pip" else 6
-        best = None
-        for d in range(1, default + 1):
+            return [basis]
+        lo, hi = (2, 6) if self.basis_kind == "pip" else (1, 9)
+        fitting = []
+        for d in range(1, hi + 1):
+            if self.basis_kind == "pip":
+                size = cumulative(molien_series(group, d))[d] - 1
+                if size > self.max_inputs and fitting:
+                    break
             basis = self._make_basis(group, d)
             n_inputs = int((basis.degrees > 0).sum())
-            if best is None or n_inputs <= self.max_inputs:
-                best = basis
-            if n_inputs > self.max_inputs:
+            if n_inputs > self.max_inputs and fitting:
                 break
-        return best
+            if n_inputs > 0 and (d >= lo or not fitting):
+                if fitting and n_inputs == int((fitting[-1].degrees > 0).sum()):
+                    fitting[-1] = basis       # a higher degree that adds nothing: keep one of the two
+                else:
+                    fitting.append(basis)
+        if not fitting:
+            raise ValueError("no input basis with a non-constant function; check the atoms")
+        return fitting[::-1][:2]
 
     def _choose_morse_a(self, data: Dataset) -> tuple[float, str]:
         """The given Morse range, or the one a linear PIP fit of the energies prefers in cross-validation."""
@@ -208,6 +229,34 @@ class _NNModel(ModelBase):
                              random_state=self.random_state)
         lin.fit(data._replace(F=None))
         return float(lin.hyperparameters_["morse_a"]), "linear PIP cross-validation"
+
+    def _training_problem(self, _train, basis, transform, data, forces, e_shift, e_scale):
+        """Standardised inputs (and input Jacobians in internal directions) of ``basis`` on ``data``.
+
+        Returns the :class:`~.train.TrainingProblem`, the indices of the basis
+        functions used as inputs (non-constant on the data) and their mean and
+        scale.
+        """
+        R = np.asarray(data.R, dtype=np.float64)
+        n, na = R.shape[:2]
+        P, J = basis.cartesian_jacobian(R, transform) if forces else (basis.cartesian_values(R, transform), None)
+        x_mean, x_std = P.mean(axis=0), P.std(axis=0)
+        feature = np.flatnonzero((basis.degrees > 0) & (x_std > 1e-12 * np.maximum(np.abs(x_mean), 1e-300)))
+        if feature.size == 0:
+            raise ValueError("all basis functions are constant on the training data; check the structures")
+        x_mean, x_scale = x_mean[feature], x_std[feature]
+        Z = (P[:, feature] - x_mean) / x_scale
+        y = (np.asarray(data.E, dtype=np.float64) - e_shift) / e_scale
+        problem = _train.TrainingProblem(Z, y, energy_meV=1000.0 * e_scale, n_cartesian=3 * na)
+        if forces:
+            Kc = J[:, feature].reshape(n, feature.size, 3 * na) / x_scale[None, :, None]
+            U = internal_directions(Kc)
+            problem.K = Kc @ U
+            problem.g = np.einsum("nc,ncm->nm", -np.asarray(data.F, dtype=np.float64).reshape(n, 3 * na) / e_scale, U)
+            problem.force_weight = float(self.force_weight)
+            if self.force_huber is not None:   # threshold on |dg_i|: RMS per Cartesian component = force_huber
+                problem.huber = float(self.force_huber) * np.sqrt(3 * na) / e_scale
+        return problem, feature, x_mean, x_scale
 
     # --------------------------------------------------------------- fit
     def fit(self, data: Dataset, *, progress=None) -> "_NNModel":
@@ -230,37 +279,48 @@ class _NNModel(ModelBase):
         E = np.asarray(data.E, dtype=np.float64)
         n, na = R.shape[:2]
         group = self.molecule_group(data)
-        basis = self._choose_basis(group)
+        candidates = self._candidate_bases(group)
         a, a_source = self._choose_morse_a(data)
         transform = DistanceTransform("morse", a)
-
-        P, J = basis.cartesian_jacobian(R, transform) if forces else (basis.cartesian_values(R, transform), None)
-        x_mean, x_std = P.mean(axis=0), P.std(axis=0)
-        feature = np.flatnonzero((basis.degrees > 0) & (x_std > 1e-12 * np.maximum(np.abs(x_mean), 1e-300)))
-        if feature.size == 0:
-            raise ValueError("all basis functions are constant on the training data; check the structures")
-        x_mean, x_scale = x_mean[feature], x_std[feature]
-        Z = (P[:, feature] - x_mean) / x_scale
         e_shift = float(E.mean())
         e_scale = float(E.std())
         if e_scale == 0.0:
             raise ValueError("all training energies are equal; nothing to fit")
-        y = (E - e_shift) / e_scale
-        problem = _train.TrainingProblem(Z, y, energy_meV=1000.0 * e_scale, n_cartesian=3 * na)
-        if forces:
-            Kc = J[:, feature].reshape(n, feature.size, 3 * na) / x_scale[None, :, None]
-            U = internal_directions(Kc)
-            problem.K = Kc @ U
-            problem.g = np.einsum("nc,ncm->nm", -np.asarray(data.F, dtype=np.float64).reshape(n, 3 * na) / e_scale, U)
-            problem.force_weight = float(self.force_weight)
-            if self.force_huber is not None:   # threshold on |dg_i|: RMS per Cartesian component = force_huber
-                problem.huber = float(self.force_huber) * np.sqrt(3 * na) / e_scale
 
+        def options(n_inputs, max_epochs, patience):
+            return _train.TrainOptions(sizes=layer_sizes(n_inputs, self.hidden), activation=self.activation,
+                                       optimizer=self.optimizer, max_epochs=max_epochs, patience=patience,
+                                       seed=int(self.random_state),
+                                       validation_fraction=float(self.validation_fraction),
+                                       learning_rate=float(self.learning_rate), batch_size=int(self.batch_size))
+
+        screening = []
+        if len(candidates) > 1 and self.validation_fraction > 0:
+            screen_epochs = min(int(self.screen_epochs), int(self.max_epochs))
+            for k, cand in enumerate(candidates):
+                problem, feature, _, _ = self._training_problem(_train, cand, transform, data, forces, e_shift,
+                                                                e_scale)
+
+                def screen_progress(step, _total, message, k=k, cand=cand):
+                    if progress is not None:
+                        progress(step, screen_epochs, f"input choice {k + 1}/{len(candidates)} "
+                                                      f"(degree {cand.max_degree}): {message}")
+
+                member = _train.train_network(problem, options(feature.size, screen_epochs, screen_epochs),
+                                              screen_progress)
+                screening.append({"degree": int(cand.max_degree), "n_inputs": int(feature.size),
+                                  "epochs": len(member["history"]), "val_energy_rmse_meV": _best_val(member)})
+            scores = [np.inf if r["val_energy_rmse_meV"] is None else r["val_energy_rmse_meV"] for r in screening]
+            basis = candidates[int(np.argmin(scores))]
+            input_source = f"validation ({screen_epochs}-epoch screening of {len(candidates)} degrees)"
+        else:
+            basis = candidates[0]
+            input_source = "given" if self.degree is not None else "largest within max_inputs"
+
+        problem, feature, x_mean, x_scale = self._training_problem(_train, basis, transform, data, forces, e_shift,
+                                                                   e_scale)
         sizes = layer_sizes(feature.size, self.hidden)
-        opts = _train.TrainOptions(sizes=sizes, activation=self.activation, optimizer=self.optimizer,
-                                   max_epochs=int(self.max_epochs), patience=int(self.patience),
-                                   seed=int(self.random_state), validation_fraction=float(self.validation_fraction),
-                                   learning_rate=float(self.learning_rate), batch_size=int(self.batch_size))
+        opts = options(feature.size, int(self.max_epochs), int(self.patience))
         if self.ensemble == 1:
             members = [_train.train_network(problem, opts, progress)]
         else:
@@ -281,7 +341,8 @@ class _NNModel(ModelBase):
                           "best_val_energy_rmse_meV": _best_val(m)}
                          for k, m in enumerate(members)]
         self.hyperparameters_ = {"basis": self.basis_kind, "degree": int(basis.max_degree),
-                                 "n_inputs": int(feature.size),
+                                 "n_inputs": int(feature.size), "input_choice": input_source,
+                                 "input_screening": screening,
                                  "morse_a": a, "morse_a_source": a_source, "hidden": [int(h) for h in self.hidden],
                                  "activation": self.activation, "optimizer": self.optimizer, "forces": forces,
                                  "force_weight": float(self.force_weight), "force_huber": self.force_huber,
@@ -420,8 +481,11 @@ class PIPNNModel(_NNModel):
     Parameters
     ----------
     degree : int or None
-        Maximum PIP degree of the inputs; None: 3 (lowered if the inputs
-        would exceed ``max_inputs``).
+        Maximum PIP degree of the inputs; None: chosen for the molecule.  The
+        two largest degrees (2 to 6) with at most ``max_inputs`` inputs are
+        each trained for ``screen_epochs`` epochs on the same split, and the
+        one with the lower validation energy RMSE is trained in full
+        (``hyperparameters_["input_screening"]`` records both).
     morse_a : float or None
         Morse range ``a`` [Å] of ``x = exp(-r/a)`` (default 1.5); None: chosen
         from ``morse_grid`` by cross-validating a linear PIP fit of the training energies.
@@ -454,7 +518,9 @@ class PIPNNModel(_NNModel):
     n_jobs : int or None
         Parallel processes for ensemble members (None: one per core).
     max_inputs : int
-        Upper limit on the number of inputs when ``degree`` is None.
+        Upper limit on the number of inputs when ``degree`` is None (default 100).
+    screen_epochs : int
+        Epochs of each screening run when ``degree`` is None.
     blocks : list of lists, optional
         Permutable like-atom blocks (default: all like atoms).
     random_state : int
@@ -493,7 +559,8 @@ class FINNModel(_NNModel):
 
     Same parameters and attributes as :class:`PIPNNModel`; the inputs are the
     fundamental invariants (:func:`invariants.fundamental_basis`) of degree
-    <= ``degree`` (None: the largest of 1..6 with at most ``max_inputs``).
+    <= ``degree`` (None: of the two largest degrees 1..9 with at most
+    ``max_inputs`` inputs, the one a short validation run prefers).
     """
 
     kind = "fi_nn"
