@@ -59,6 +59,7 @@ class Committee:
         rng = np.random.default_rng(self.random_state)
         n = data.n_structures
         if self.kind == "linear":
+            params.setdefault("cv_folds", max(2, min(4, n // 3)))  # early designs are small
             self.model_ = LinearPIPModel(degree=self.degree, random_state=self.random_state, **params).fit(data)
             hp = self.model_.hyperparameters_
             fixed = {**params, "degree": hp["degree"], "morse_a": hp["morse_a"], "ridge": hp["ridge"]}
