@@ -11,7 +11,7 @@ from pathlib import Path
 
 #: flag destination -> LearnSettings field, for flags that override the recipe
 _SETTING_FLAGS = ("window", "target", "budget", "batch", "n_design", "temperature", "fragments", "separations",
-                  "committee", "members", "degree", "explore", "max_iterations", "seed")
+                  "committee", "members", "degree", "explore", "max_distance", "max_iterations", "seed")
 _RUN_FLAGS = ("calculator", "charge", "multiplicity", "start", "store", "out", "plot", "scheduler", "workers")
 
 
@@ -219,6 +219,8 @@ def add_commands(sub) -> None:
     p.add_argument("--degree", type=int, default=None, help="PIP degree of the committee (default: chosen by CV)")
     p.add_argument("--explore", default=None, help="exploration strategy: walk (random walks in the window) or "
                                                    "md (Langevin dynamics) (default: walk)")
+    p.add_argument("--max-distance", type=float, default=None,
+                   help="longest interatomic distance explored, Å (default: 1.2 x the longest in the initial design)")
     p.add_argument("--max-iterations", type=int, default=None, help="iteration limit (default: 100)")
     p.add_argument("--seed", type=int, default=None, help="random seed (default: 0)")
     p.add_argument("--scheduler", default=None, help="address of a running Dask scheduler, e.g. "

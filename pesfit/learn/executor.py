@@ -90,10 +90,13 @@ class DaskExecutor:
         """``{worker address: process id}`` (for tests and diagnostics)."""
         return self.client.run(os.getpid)
 
-    def call(self, fn, *args, key: str | None = None):
-        """Run ``fn(*args)`` as one task on a worker and return its value (errors re-raised)."""
-        kw = {"key": key} if key else {}
-        return self.client.submit(_call, fn, *args, pure=False, **kw).result()
+    def call_all(self, fn, arg_tuples) -> list:
+        """Run ``fn(*args)`` for each tuple as parallel tasks; return the values in order (errors re-raised)."""
+        futures = [self.client.submit(_call, fn, *args, pure=False) for args in arg_tuples]
+        try:
+            return self.client.gather(futures)
+        finally:
+            self.client.cancel(futures)
 
     def map(self, oracle, symbols, requests, on_result) -> None:
         """Compute ``requests`` = [(hash, R), ...] and call ``on_result(hash, R, PointResult)`` for each.

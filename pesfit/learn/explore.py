@@ -1,9 +1,10 @@
 """Exploration strategies: candidate structures [Å] found on the committee mean.
 
-An explorer is any object with ``explore(committee, train, e_max, rng)``
+An explorer is any object with ``explore(committee, train, e_max, r_max, rng)``
 returning candidates of shape (m, N, 3): ``committee`` predicts energies
-[eV], ``train`` is the current training :class:`~pesfit.data.Dataset` and
-``e_max`` [eV] the top of the energy window.  :func:`register_explorer` adds
+[eV], ``train`` is the current training :class:`~pesfit.data.Dataset`,
+``e_max`` [eV] the top of the energy window and ``r_max`` [Å] the longest
+interatomic distance to explore.  :func:`register_explorer` adds
 one under a name (``--explore NAME``); two are built in:
 
 * ``walk`` -- :class:`RandomWalkExplorer`: Gaussian random walks accepted
@@ -12,8 +13,8 @@ one under a name (``--explore NAME``); two are built in:
 * ``md`` -- :class:`MDExplorer`: ASE Langevin dynamics on the committee mean
   (through :class:`pesfit.ase.PESCalculator`) at given temperatures.
 
-Both keep every interatomic distance between 0.4 Å and 1.2 times the longest
-distance in the training set, so walkers cannot drift off to infinity.
+Both keep every interatomic distance between 0.4 Å and ``r_max``, so walkers
+cannot drift off to infinity.
 """
 from __future__ import annotations
 
@@ -24,7 +25,6 @@ from ..data import Dataset
 __all__ = ["RandomWalkExplorer", "MDExplorer", "register_explorer", "make_explorer", "EXPLORERS"]
 
 R_MIN = 0.4  #: shortest interatomic distance explored [Å]
-R_MAX_FACTOR = 1.2  #: longest distance explored, relative to the longest training distance
 
 
 def _distances(R):
@@ -61,9 +61,8 @@ class RandomWalkExplorer:
         self.step = step
         self.record_every = record_every
 
-    def explore(self, committee, train: Dataset, e_max: float, rng) -> np.ndarray:
+    def explore(self, committee, train: Dataset, e_max: float, r_max: float, rng) -> np.ndarray:
         R = _starts(train, e_max, self.n_walkers, rng)
-        r_max = R_MAX_FACTOR * _distances(train.R).max()
         out = []
         for k in range(1, self.n_steps + 1):
             trial = R + self.step * rng.standard_normal(R.shape)
@@ -105,7 +104,7 @@ class MDExplorer:
         self.friction = friction
         self.record_every = record_every
 
-    def explore(self, committee, train: Dataset, e_max: float, rng) -> np.ndarray:
+    def explore(self, committee, train: Dataset, e_max: float, r_max: float, rng) -> np.ndarray:
         from ase import Atoms, units
         from ase.md.langevin import Langevin
         from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
@@ -113,7 +112,6 @@ class MDExplorer:
         from ..ase import PESCalculator
 
         starts = _starts(train, e_max, self.n_trajectories, rng)
-        r_max = R_MAX_FACTOR * _distances(train.R).max()
         temps = list(self.temperatures)
         out = []
         for k, R0 in enumerate(starts):
@@ -139,7 +137,7 @@ EXPLORERS = {"walk": RandomWalkExplorer, "md": MDExplorer}
 def register_explorer(name: str, cls) -> None:
     """Offer ``cls`` (constructed with keyword options, with ``explore``) as ``--explore name``."""
     if not callable(getattr(cls, "explore", None)):
-        raise TypeError(f"{cls!r} has no explore(committee, train, e_max, rng) method")
+        raise TypeError(f"{cls!r} has no explore(committee, train, e_max, r_max, rng) method")
     EXPLORERS[name] = cls
 
 

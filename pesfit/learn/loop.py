@@ -71,6 +71,9 @@ class LearnSettings:
         Explorer name (``walk``, ``md`` or a registered one).
     explore_options : dict
         Keyword options of the explorer.
+    max_distance : float or None
+        Longest interatomic distance explored [Å]; None: 1.2 times the
+        longest distance in the initial design.
     max_iterations : int
     seed : int
     """
@@ -89,6 +92,7 @@ class LearnSettings:
     degree: int | None = None
     explore: str = "walk"
     explore_options: dict = field(default_factory=dict)
+    max_distance: float | None = None
     max_iterations: int = 100
     seed: int = 0
 
@@ -99,6 +103,8 @@ class LearnSettings:
                   (self.batch >= 1, f"batch must be >= 1, got {self.batch}"),
                   (self.n_design >= 0, f"n_design must be >= 0, got {self.n_design}"),
                   (self.temperature >= 0, f"temperature must be >= 0 K, got {self.temperature}"),
+                  (self.max_distance is None or self.max_distance > 0.4,
+                   f"max_distance must be > 0.4 Å, got {self.max_distance}"),
                   (self.members >= 2, f"members must be >= 2, got {self.members}"),
                   (self.max_iterations >= 0, f"max_iterations must be >= 0, got {self.max_iterations}")]
         for ok, message in checks:
@@ -192,12 +198,14 @@ def _design(run: _Run, starts) -> None:
     if s.minimise:
         done = store.get_state("minimised")
         if done is None:
-            done = [run.executor.call(minimise_on_oracle, run.oracle, run.symbols, R)[0].tolist() for R in starts]
+            done = [R.tolist() for R, _ in run.executor.call_all(minimise_on_oracle, [(run.oracle, run.symbols, R)
+                                                                                     for R in starts])]
             store.set_state("minimised", done)
         starts = [np.asarray(R) for R in done]
     hessians = store.get_state("hessians")
     if hessians is None and s.n_design > 0:
-        hessians = [run.executor.call(hessian_on_oracle, run.oracle, run.symbols, R).tolist() for R in starts]
+        hessians = [H.tolist() for H in run.executor.call_all(hessian_on_oracle, [(run.oracle, run.symbols, R)
+                                                                                 for R in starts])]
         store.set_state("hessians", hessians)
     rng = np.random.default_rng([s.seed, 0])
     requests = [(R, "design:start") for R in starts]
@@ -276,6 +284,11 @@ def learn(oracle, start, store_path, settings: LearnSettings = LearnSettings(), 
                          f"of {len(store)}; see the failure reasons with `ase db {store_path} status=failed "
                          "-c +failure`")
     explorer = make_explorer(settings.explore, **settings.explore_options)
+    r_max = settings.max_distance
+    if r_max is None:
+        from invariants import pair_distances
+
+        r_max = 1.2 * float(pair_distances(np.array([r.positions for r in store.rows(iteration=0)])).max())
     history, stop = [], "max_iterations"
     first = max(1, store.last_iteration() + 1)
     for it in range(first, first + settings.max_iterations):
@@ -288,7 +301,7 @@ def learn(oracle, start, store_path, settings: LearnSettings = LearnSettings(), 
         committee = Committee(kind=settings.committee, n_members=settings.members, degree=settings.degree,
                               random_state=settings.seed + it).fit(data)
         e_max = e_min + settings.window
-        cand = explorer.explore(committee, data, e_max, rng)
+        cand = explorer.explore(committee, data, e_max, r_max, rng)
         record = {"iteration": it, "n_train": data.n_structures, "n_explored": int(len(cand))}
         if len(cand):
             mean, sigma = committee.mean_and_spread(cand)
