@@ -312,3 +312,25 @@ def test_recipe_learn_section(tmp_path):
         load_learn_section(tmp_path / "bad.toml")
     with pytest.raises(ValueError, match="window must be > 0 eV"):
         LearnSettings(window=-1)
+
+
+@pytest.mark.parametrize("kind, params", [("linear", {}), ("pipnn", {"hidden": (6,), "max_epochs": 5})])
+def test_committee_mean_and_spread(kind, params):
+    if kind == "pipnn":
+        pytest.importorskip("torch")
+    from pesfit.data import Dataset
+    from pesfit.learn import Committee
+
+    R = fragment_samples(np.array([SADDLE, H2_H], float), [[0], [1], [2]], [1.0, 1.2, 1.4, 1.6, 1.8],
+                         np.random.default_rng(3))
+    R = np.concatenate([R, fragment_samples(R, [[0, 1], [2]], [1.5, 2.5], np.random.default_rng(4))])
+    E, F = leps_energy_forces(R)
+    data = Dataset(R=R, z=["H", "H", "H"], E=E, F=F if kind == "linear" else None)
+    c = Committee(kind=kind, n_members=3, degree=3, model_params=params).fit(data)
+    mean, spread = c.mean_and_spread(R[:5])
+    assert mean.shape == spread.shape == (5,) and (spread > 0).all()
+    assert np.allclose(c.predict(R[:5]), mean)
+    e, f = c.predict(R[0], forces=True)  # as a model for PESCalculator
+    assert np.ndim(e) == 0 and f.shape == (3, 3)
+    with pytest.raises(ValueError, match="at least 2 members"):
+        Committee(n_members=1).fit(data)
