@@ -169,9 +169,16 @@ def run(name, seeds, budget, workers):
         finals = []
         for seed in range(seeds):
             store_path = out / f"active_seed{seed}.db"
+            shared = Store(out / "active_seed0.db", sys_["symbols"], oracle.method) if seed else None
+            if shared is not None and not store_path.exists():
+                # the design Hessians (and minimised starts) do not depend on the seed: computed once
+                store = Store(store_path, sys_["symbols"], oracle.method)
+                for key in ("hessians", "minimised"):
+                    if shared.get_state(key) is not None:
+                        store.set_state(key, shared.get_state(key))
             t0 = time.perf_counter()
             res = learn(oracle, start, store_path, settings.replace(seed=seed), executor=executor,
-                        resume=store_path.exists(),
+                        resume=True,
                         on_iteration=lambda r: print("   ", json.dumps({k: (round(v, 3) if isinstance(v, float)
                                                                           else v) for k, v in r.items()}),
                                                      flush=True))

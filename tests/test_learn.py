@@ -312,6 +312,9 @@ def test_recipe_learn_section(tmp_path):
         load_learn_section(tmp_path / "bad.toml")
     with pytest.raises(ValueError, match="window must be > 0 eV"):
         LearnSettings(window=-1)
+    run, settings = load_learn_section(TESTS.parent / "molecules" / "h3" / "recipe_learn.toml")  # the shipped one
+    assert Path(run["start"]).is_file() and LearnSettings(**settings).fragments == ((0, 1), (2,))
+    assert Oracle(run["calculator"], multiplicity=run["multiplicity"]).method.startswith("pyscf:fci/cc-pvdz")
 
 
 @pytest.mark.parametrize("kind, params", [("linear", {}), ("pipnn", {"hidden": (6,), "max_epochs": 5})])
