@@ -12,9 +12,17 @@ of sub-clusters (selected monomers) of cluster geometries, which is what a
 many-body decomposition needs (fragments in their own basis, i.e. without
 counterpoise correction).
 
-Supported methods: ``hf``, ``df-hf``, ``mp2``, ``df-mp2`` and Kohn-Sham DFT as
-``dft:XC`` (``dft:b3lyp``).  Analytic gradients exist for ``hf``, ``df-hf``,
-``mp2`` and DFT; PySCF has none for density-fitted MP2.
+Supported methods: ``hf``, ``df-hf``, ``mp2``, ``df-mp2``, ``ccsd``,
+``ccsd(t)``, ``fci`` and Kohn-Sham DFT as ``dft:XC`` (``dft:b3lyp``).
+Analytic gradients exist for ``hf``, ``df-hf``, ``mp2``, ``ccsd`` and DFT;
+PySCF has none for density-fitted MP2, CCSD(T) or FCI, so those give
+energies only.  Open shells (``spin`` = 2S > 0) use unrestricted references
+(UHF/UKS, UMP2, UCCSD(T)); FCI uses restricted open-shell orbitals, which do
+not change its energy.  ``unrestricted=True`` forces UHF for closed shells too.
+
+:class:`PySCFCalculator` wraps all this as an ASE calculator for
+``pesfit learn``; when an SCF does not converge, its :meth:`fallback` is the
+same calculator with another initial guess, a level shift and more cycles.
 """
 from __future__ import annotations
 
@@ -22,14 +30,16 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+from ase.calculators.calculator import Calculator, all_changes
 
 from . import units
 
-__all__ = ["Method", "single_point", "single_points", "fragment_energies", "pyscf_version"]
+__all__ = ["Method", "PySCFCalculator", "single_point", "single_points", "fragment_energies", "pyscf_version"]
 
 _HARTREE = units.energy_factor("hartree", "eV")
 _BOHR = units.length_factor("bohr", "angstrom")
-_METHODS = ("hf", "df-hf", "mp2", "df-mp2")
+_METHODS = ("hf", "df-hf", "mp2", "df-mp2", "ccsd", "ccsd(t)", "fci")
+_NO_GRADIENT = ("df-mp2", "ccsd(t)", "fci")
 
 
 def _import_pyscf():
@@ -53,7 +63,8 @@ class Method:
     Parameters
     ----------
     name : str
-        ``"hf"``, ``"df-hf"``, ``"mp2"``, ``"df-mp2"`` or ``"dft:XC"``.
+        ``"hf"``, ``"df-hf"``, ``"mp2"``, ``"df-mp2"``, ``"ccsd"``, ``"ccsd(t)"``,
+        ``"fci"`` or ``"dft:XC"``.
     basis : str
         Basis-set name as PySCF knows it (``"aug-cc-pvdz"``).
     conv_tol : float
@@ -95,7 +106,7 @@ class Method:
 
     @property
     def has_gradient(self) -> bool:
-        return self.name != "df-mp2"
+        return self.name not in _NO_GRADIENT
 
     def to_dict(self) -> dict:
         return {"name": self.name, "basis": self.basis, "conv_tol": self.conv_tol, "frozen_core": self.frozen_core}
@@ -108,23 +119,42 @@ def _mole(symbols, R, method: Method, charge: int, spin: int):
     return gto.M(atom=atoms, basis=method.basis, unit="Angstrom", charge=charge, spin=spin, verbose=0)
 
 
-def _run(mol, method: Method, gradient: bool):
-    """Energy [hartree] and gradient [hartree/bohr] (or None)."""
+def _scf(mol, method: Method, attempt: int, unrestricted: bool):
+    """Converged mean field; ``attempt`` 1 uses another guess, a level shift and more cycles."""
     from pyscf import dft, scf
 
     name = method.name
+    open_shell = mol.spin != 0 or unrestricted
     if name.startswith("dft:"):
-        mf = dft.RKS(mol) if mol.spin == 0 else dft.UKS(mol)
+        mf = dft.UKS(mol) if open_shell else dft.RKS(mol)
         mf.xc = name[4:]
+    elif name == "fci":
+        mf = scf.ROHF(mol) if mol.spin != 0 else scf.RHF(mol)
     else:
-        mf = scf.RHF(mol) if mol.spin == 0 else scf.UHF(mol)
+        mf = scf.UHF(mol) if open_shell else scf.RHF(mol)
     if name in ("df-hf", "df-mp2"):
         mf = mf.density_fit()
     mf.conv_tol = method.conv_tol
-    e = mf.kernel()
+    if attempt > 0:
+        mf.init_guess = "atom"
+        mf.level_shift = 0.3
+        mf.max_cycle = 300
+    mf.kernel()
+    if not mf.converged and attempt > 0:
+        mf = mf.newton()
+        mf.kernel(mf.make_rdm1())
     if not mf.converged:
-        raise RuntimeError(f"SCF did not converge for a {mol.natm}-atom geometry ({method}); "
+        raise RuntimeError(f"SCF did not converge for a {mol.natm}-atom geometry ({method}"
+                           f"{', second setup: atom guess, level shift 0.3, Newton' if attempt else ''}); "
                            "check the geometry or loosen conv_tol")
+    return mf
+
+
+def _run(mol, method: Method, gradient: bool, attempt: int = 0, unrestricted: bool = False):
+    """Energy [hartree] and gradient [hartree/bohr] (or None)."""
+    name = method.name
+    mf = _scf(mol, method, attempt, unrestricted)
+    e = mf.e_tot
     if name in ("mp2", "df-mp2"):
         from pyscf import mp
 
@@ -141,13 +171,41 @@ def _run(mol, method: Method, gradient: bool):
         if gradient:
             return e, pt.nuc_grad_method().kernel()
         return e, None
+    if name in ("ccsd", "ccsd(t)"):
+        from pyscf import cc
+
+        ccsd = cc.CCSD(mf)
+        if method.frozen_core:
+            ccsd.set_frozen()
+        ccsd.kernel()
+        if not ccsd.converged:
+            raise RuntimeError(f"CCSD amplitudes did not converge for a {mol.natm}-atom geometry ({method})")
+        e = ccsd.e_tot
+        if name == "ccsd(t)":
+            return e + ccsd.ccsd_t(), None
+        if gradient:
+            return e, ccsd.nuc_grad_method().kernel()
+        return e, None
+    if name == "fci":
+        from pyscf import fci
+
+        solver = fci.FCI(mf)
+        e = solver.kernel()[0]
+        if not getattr(solver, "converged", True):
+            raise RuntimeError(f"FCI (Davidson) did not converge for a {mol.natm}-atom geometry ({method})")
+        return e, None
     if gradient:
         return e, mf.nuc_grad_method().kernel()
     return e, None
 
 
-def single_point(symbols, R, method: Method, *, gradient: bool = False, charge: int = 0, spin: int = 0):
-    """Energy [eV] and gradient ``dE/dR`` [eV/Å] (or None) of one geometry ``R`` [Å]."""
+def single_point(symbols, R, method: Method, *, gradient: bool = False, charge: int = 0, spin: int = 0,
+                 unrestricted: bool = False, attempt: int = 0):
+    """Energy [eV] and gradient ``dE/dR`` [eV/Å] (or None) of one geometry ``R`` [Å].
+
+    ``spin`` is 2S (number of unpaired electrons); ``attempt=1`` is the
+    fallback SCF setup (atom guess, level shift, Newton).
+    """
     if isinstance(method, str):
         method = Method.parse(method)
     if gradient and not method.has_gradient:
@@ -157,7 +215,7 @@ def single_point(symbols, R, method: Method, *, gradient: bool = False, charge: 
     R = np.asarray(R, dtype=np.float64)
     if R.shape != (len(symbols), 3):
         raise ValueError(f"coordinates must have shape ({len(symbols)}, 3), got {R.shape}")
-    e, g = _run(_mole(symbols, R, method, charge, spin), method, gradient)
+    e, g = _run(_mole(symbols, R, method, charge, spin), method, gradient, attempt, unrestricted)
     return e * _HARTREE, (None if g is None else np.asarray(g) * (_HARTREE / _BOHR))
 
 
@@ -222,3 +280,51 @@ def fragment_energies(symbols, R, monomer_size: int, subsets, method: Method, *,
             if progress is not None:
                 progress(k * len(R) + i + 1, len(R) * len(subsets), f"fragment {s}")
     return E, time.process_time() - t0
+
+
+class PySCFCalculator(Calculator):
+    """ASE calculator running PySCF: ``energy`` [eV] and, where PySCF has analytic
+    gradients, ``forces`` [eV/Å].
+
+    Parameters
+    ----------
+    method : Method or str
+        ``"fci/cc-pvdz"``, ``"mp2/cc-pvdz"``, ...
+    charge : int
+        Total charge [e].
+    multiplicity : int
+        Spin multiplicity 2S+1 (2 for a doublet such as H3).
+    unrestricted : bool
+        Unrestricted reference even for closed shells.
+    attempt : int
+        0: PySCF defaults; 1: the fallback setup (see :meth:`fallback`).
+    """
+
+    def __init__(self, method, *, charge: int = 0, multiplicity: int = 1, unrestricted: bool = False,
+                 attempt: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        self.method = Method.parse(method) if isinstance(method, str) else method
+        if int(multiplicity) < 1:
+            raise ValueError(f"multiplicity must be >= 1 (2S+1), got {multiplicity}")
+        self.charge = int(charge)
+        self.multiplicity = int(multiplicity)
+        self.unrestricted = bool(unrestricted)
+        self.attempt = int(attempt)
+        self.implemented_properties = ["energy", "free_energy"] + (["forces"] if self.method.has_gradient else [])
+
+    def fallback(self) -> "PySCFCalculator | None":
+        """The same calculation with the second SCF setup (None if this is it already)."""
+        if self.attempt > 0:
+            return None
+        return PySCFCalculator(self.method, charge=self.charge, multiplicity=self.multiplicity,
+                               unrestricted=self.unrestricted, attempt=1)
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        gradient = "forces" in properties and self.method.has_gradient
+        e, g = single_point(self.atoms.get_chemical_symbols(), self.atoms.get_positions(), self.method,
+                            gradient=gradient, charge=self.charge, spin=self.multiplicity - 1,
+                            unrestricted=self.unrestricted, attempt=self.attempt)
+        self.results = {"energy": float(e), "free_energy": float(e)}
+        if g is not None:
+            self.results["forces"] = -np.asarray(g, dtype=np.float64)

@@ -17,7 +17,7 @@ log = logging.getLogger("pesfit")
 
 
 #: modules under ``pesfit`` that add subcommands through ``add_commands(subparsers)``
-COMMAND_MODULES = ["cli_fit", "cli_export", "cli_use", "cli_holes"]
+COMMAND_MODULES = ["cli_fit", "cli_export", "cli_use", "cli_holes", "cli_learn"]
 
 
 class CLIError(Exception):

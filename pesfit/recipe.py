@@ -26,13 +26,14 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["Recipe", "load_recipe"]
+__all__ = ["Recipe", "load_recipe", "check_sections"]
 
 _SECTIONS = {
     "molecule": {"atoms", "blocks"},
     "data": {"train", "test", "n_train", "forces"},
     "model": None,  # kind + model hyperparameters, checked by the model
     "output": {"model"},
+    "learn": None,  # pesfit learn: checked by pesfit.learn.config
 }
 
 
@@ -65,6 +66,18 @@ def _model_keys(path, kind) -> set:
     return {name for name in inspect.signature(models[kind].__init__).parameters if name != "self"}
 
 
+def check_sections(doc: dict, path) -> None:
+    """Reject unknown sections, and unknown keys of the sections checked here."""
+    for section, body in doc.items():
+        if section not in _SECTIONS:
+            raise ValueError(f"{path}: unknown section [{section}]; expected {sorted(_SECTIONS)}")
+        allowed = _SECTIONS[section]
+        if allowed is not None:
+            unknown = set(body) - allowed
+            if unknown:
+                raise ValueError(f"{path}: unknown keys {sorted(unknown)} in [{section}]; allowed: {sorted(allowed)}")
+
+
 def load_recipe(path) -> Recipe:
     """Read and check a recipe file."""
     path = Path(path)
@@ -74,14 +87,7 @@ def load_recipe(path) -> Recipe:
         doc = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise ValueError(f"{path}: invalid TOML ({exc})") from None
-    for section, body in doc.items():
-        if section not in _SECTIONS:
-            raise ValueError(f"{path}: unknown section [{section}]; expected {sorted(_SECTIONS)}")
-        allowed = _SECTIONS[section]
-        if allowed is not None:
-            unknown = set(body) - allowed
-            if unknown:
-                raise ValueError(f"{path}: unknown keys {sorted(unknown)} in [{section}]; allowed: {sorted(allowed)}")
+    check_sections(doc, path)
     base = path.resolve().parent
     data = doc.get("data", {})
     if "train" not in data:
