@@ -20,7 +20,7 @@ from pesfit.data import load_dataset
 from pesfit.models import make_model
 from pesfit.recipe import load_recipe
 
-from error_breakdown import print_regions, print_switch_bands  # benchmarks/ is on sys.path when run as a script
+from region_errors import print_regions  # benchmarks/ is on sys.path when run as a script
 
 ROOT = Path(__file__).resolve().parents[1] / "molecules"
 REFERENCE_MEV = {"h2co": 2.5, "h3": 2.35, "oh3": 120.0, "ch5": 198.0}
@@ -54,8 +54,6 @@ def run(name):
         model.predict(R[i], forces=True)
     ef_single = (time.perf_counter() - t0) / 500 * 1e6
     print_regions(name, rep)
-    if name == "ch5":
-        print_switch_bands(model, test, "linear")
     return (name, model.basis_.n_basis, model.hyperparameters_["degree"], model.hyperparameters_["morse_a"],
             recipe.forces, rep["energy_rmse_meV"], REFERENCE_MEV[name], rep.get("force_rmse_meV_per_A"), fit_s,
             e_batch, ef_batch, e_single, ef_single)

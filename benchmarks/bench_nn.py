@@ -26,7 +26,7 @@ from pesfit.data import load_npz
 from pesfit.datasets import shipped_path
 from pesfit.models import LinearPIPModel, make_model
 
-from error_breakdown import print_regions, print_switch_bands  # benchmarks/ is on sys.path when run as a script
+from region_errors import print_regions  # benchmarks/ is on sys.path when run as a script
 
 CQPES_MEV = {"h2co": 1.41, "h3": 0.69, "oh3": 107.0, "ch5": 177.0}
 LINEAR_MEV = {"h2co": 2.5, "h3": 2.35, "oh3": 120.0, "ch5": 198.0}
@@ -62,7 +62,7 @@ def accuracy(names):
     print(_row(head, widths), flush=True)
     out = []
     for name in names:
-        m, rep, wall, cpu, _, test = _fit(name, 4000)
+        m, rep, wall, cpu, _, _ = _fit(name, 4000)
         hp = m.hyperparameters_
         e = rep["energy_rmse_meV"]
         goal = f"{GOAL_MEV[name]:g}" + (f"/{FALLBACK_MEV[name]:g}" if name in FALLBACK_MEV else "")
@@ -71,8 +71,6 @@ def accuracy(names):
                  f"{e / LINEAR_MEV[name]:.3f}", f"{rep['force_rmse_meV_per_A']:.2f}", f"{wall:.0f}", f"{cpu:.0f}"]
         print(_row(cells, widths), flush=True)
         print_regions(name, rep)
-        if name == "ch5":
-            print_switch_bands(m, test, "PIP-NN")
         out.append({"system": name, "test": rep, "fit_seconds": wall, "cpu_seconds": cpu, "hyperparameters": hp,
                     "epochs": m.members_[0]["epochs"], "best_epoch": m.members_[0]["best_epoch"]})
     return out
