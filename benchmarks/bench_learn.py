@@ -16,7 +16,7 @@ Acceptance points of issue 17:
 
 "Uniformly drawn" means uniform in internal coordinates (the three H-H
 distances for H3, within 0.4-4.0 Å and the triangle inequality; the two O-H
-distances and the angle for H2O), kept when the reference energy is inside
+distances in 0.75-1.45 Å and the angle in 60-180 degrees for H2O), kept when the reference energy is inside
 the window.  The uniform sets are computed once into their own stores
 (``uniform.db``); test and uniform training structures are disjoint.  The
 uniform side is charged only for its in-window structures (its rejected
@@ -63,9 +63,9 @@ def h3_uniform(rng, n):
 
 
 def h2o_uniform(rng, n):
-    """O H H with r(OH) uniform in [0.7, 1.6] Å and angle HOH uniform in [40, 180] degrees, Å."""
-    r1, r2 = rng.uniform(0.7, 1.6, (2, n))
-    th = np.radians(rng.uniform(40, 180, n))
+    """O H H with r(OH) uniform in [0.75, 1.45] Å and angle HOH uniform in [60, 180] degrees, Å."""
+    r1, r2 = rng.uniform(0.75, 1.45, (2, n))
+    th = np.radians(rng.uniform(60, 180, n))
     R = np.zeros((n, 3, 3))
     R[:, 1, 0] = r1
     R[:, 2, 0] = r2 * np.cos(th)
@@ -98,7 +98,7 @@ SYSTEMS = {
                              n_design=40, target=1.0), checkpoints=(60, 100, 150, 200)),
     "h2o": dict(calculator="pyscf:mp2/cc-pvdz", multiplicity=1, symbols=["O", "H", "H"],
                 start=[[[0, 0, 0], [0.96, 0, 0], [-0.24, 0.93, 0]]],
-                uniform=h2o_uniform, n_test=300, n_uniform_train=400,
+                uniform=h2o_uniform, n_test=150, n_uniform_train=200,
                 settings=dict(window=2.0, target=1.0, batch=16, n_design=40, minimise=True, max_distance=3.2,
                               max_iterations=60), checkpoints=(60, 100, 150, 200, 300)),
 }
