@@ -43,10 +43,17 @@ def run_recipe(recipe: Recipe, args) -> dict:
     if not recipe.forces:
         train = train._replace(F=None)
     model = make_model(recipe.model, **recipe.model_params)
+    dask = getattr(args, "dask", None)
+    if dask is not None and not getattr(model, "streamed_fit", False):
+        raise ValueError(f"--dask runs the streamed linear fits (models linear, fragments); "
+                         f"--model {recipe.model} fits locally")
+    from .models.executors import run_on
+
     progress, close = _progress_bar(args, f"fit {recipe.model}")
     t0 = time.perf_counter()
     try:
-        model.fit(train, progress=progress)
+        with run_on(dask):
+            model.fit(train, progress=progress)
     finally:
         close()
     seconds = time.perf_counter() - t0
@@ -139,6 +146,8 @@ def add_commands(sub) -> None:
         cls.add_cli_arguments(p, _add_once)
     p.add_argument("--forces", action="store_true", help="fit forces too (data key F)")
     p.add_argument("--out", default=None, help="write the fitted model (JSON)")
+    p.add_argument("--dask", default=None, metavar="ADDRESS",
+                   help="factor the blocks of a linear fit on this Dask scheduler (e.g. tcp://host:8786)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_fit)
 

@@ -9,6 +9,7 @@ from pesfit.data import load_npz
 from pesfit.datasets import shipped_path
 from pesfit.models import FragmentedPIPModel, LinearPIPModel
 from pesfit.models import _reference as ref
+from pesfit.models.executors import LocalExecutor
 from pesfit.models.linear import PIPDesignRows
 from pesfit.models.lstsq import (FoldFactors, RowFactor, factor_blocks, fold_labels, lstsq_path, plan_tasks,
                                  ridge_path)
@@ -129,10 +130,22 @@ def test_blocks_are_bounded_and_memory_does_not_grow_with_the_data(h2co):
         plan = plan_tasks(n, sub.rows_per_structure, sub.n_columns, 3, block_bytes=block_bytes)
         labels = fold_labels(n, 3, 0)
         tracemalloc.start()
-        factor_blocks(sub, plan, labels, 3, sub.n_columns, sub.n_columns)
+        factor_blocks(sub, plan, labels, 3, sub.n_columns, sub.n_columns, executor=LocalExecutor(1))
         out = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
         return out
 
     peak(150)  # compiles the kernels
     assert peak(2400) <= 1.1 * peak(600)
+
+
+def test_thread_count_does_not_change_the_factors(h2co):
+    rows = _rows(h2co, LinearPIPModel())
+    plan = plan_tasks(600, rows.rows_per_structure, rows.n_columns, 3,
+                      block_bytes=8 * rows.n_columns * rows.rows_per_structure * 40)
+    labels = fold_labels(600, 3, 0)
+    one, two = (factor_blocks(rows, plan, labels, 3, rows.n_columns, rows.n_columns, executor=LocalExecutor(k))
+                for k in (1, 2))
+    assert len(plan) >= 2
+    for a, b in zip(one.train + one.val, two.train + two.val):
+        assert np.array_equal(a.R, b.R) and a.n_rows == b.n_rows

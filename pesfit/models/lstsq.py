@@ -4,9 +4,11 @@ A least-squares problem ``min |A c - y|^2`` is reduced to the triangular
 factor ``R`` of the augmented matrix ``M = [A | y]`` (``M^T M = R^T R``),
 accumulated one block of rows at a time,
 
-    R_new = qr([R_old; M_block])   (R only, LAPACK ``tpqrt``),
+    R_new = qr([R_old; M_block])   (R only),
 
-so memory is O(p^2) plus one block whatever the number of rows, and the
+so memory is O(p^2) plus one block whatever the number of rows (factors of
+whole tasks are merged with LAPACK ``tpqrt``, which uses their triangular
+shape), and the
 numerical quality is that of a QR of the whole matrix (the normal equations
 ``A^T A`` are never formed).  Everything a fit needs follows from ``R``:
 
@@ -74,7 +76,8 @@ class RowFactor:
             raise ValueError(f"rows must have shape (m, {self.n_columns}), got {rows.shape}")
         if rows.shape[0] == 0:
             return self
-        self._tpqrt(0, np.asfortranarray(rows))
+        # NumPy's QR releases the GIL (LAPACK geqrf), so blocks can be factored on several threads
+        self.R = np.asfortranarray(np.linalg.qr(np.vstack([self.R, rows]), mode="r"))
         self.n_rows += rows.shape[0]
         return self
 
@@ -221,15 +224,17 @@ def fold_factors(M: np.ndarray, labels, n_folds: int, V: np.ndarray | None = Non
 
 
 def plan_tasks(n_structures: int, rows_per_structure: int, n_columns: int, n_folds: int = 1, *,
-               block_bytes: int = BLOCK_BYTES) -> list[list[tuple[int, int]]]:
+               block_bytes: int | None = None) -> list[list[tuple[int, int]]]:
     """Consecutive structure ranges: blocks of about ``block_bytes`` of rows, grouped into tasks.
 
-    A task (one unit of work, e.g. one Dask task) holds enough blocks for
+    ``block_bytes`` defaults to :data:`BLOCK_BYTES`.  A task (one unit of
+    work, e.g. one Dask task) holds enough blocks for
     ``TASK_ROWS_PER_COLUMN`` rows per column and fold, so merging the task's
     factors costs a small fraction of computing them.  The plan depends only
     on the problem's size, never on the machine, so every executor gives the
     same factors.
     """
+    block_bytes = BLOCK_BYTES if block_bytes is None else block_bytes
     per_block = max(1, block_bytes // (8 * n_columns * rows_per_structure))
     per_task = max(per_block, -(-TASK_ROWS_PER_COLUMN * n_columns * n_folds // rows_per_structure))
     per_task = -(-per_task // per_block) * per_block
