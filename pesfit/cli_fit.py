@@ -35,16 +35,18 @@ def run_recipe(recipe: Recipe, args) -> dict:
     from .data import load_dataset
     from .models import make_model
 
-    train = load_dataset(recipe.train)
+    model = make_model(recipe.model, **recipe.model_params)
+    streamed = getattr(model, "streamed_fit", False)
+    # streamed fits read uncompressed npz files a block at a time (memory-mapped)
+    train = load_dataset(recipe.train, **({"mmap": True} if streamed and recipe.train.suffix == ".npz" else {}))
     if recipe.n_train is not None:
         train = train.first(recipe.n_train)
     if recipe.atoms is not None:
         train = train.reorder_atoms(recipe.atoms)
     if not recipe.forces:
         train = train._replace(F=None)
-    model = make_model(recipe.model, **recipe.model_params)
     dask = getattr(args, "dask", None)
-    if dask is not None and not getattr(model, "streamed_fit", False):
+    if dask is not None and not streamed:
         raise ValueError(f"--dask runs the streamed linear fits (models linear, fragments); "
                          f"--model {recipe.model} fits locally")
     from .models.executors import run_on

@@ -149,3 +149,33 @@ def test_thread_count_does_not_change_the_factors(h2co):
     assert len(plan) >= 2
     for a, b in zip(one.train + one.val, two.train + two.val):
         assert np.array_equal(a.R, b.R) and a.n_rows == b.n_rows
+
+
+def test_memory_mapped_npz_and_blockwise_xyz_give_the_same_fit(h2co, tmp_path):
+    import zipfile
+
+    from pesfit.data import load_xyz, npz_memmap, save_npz, save_xyz, xyz_to_npz
+
+    data = h2co.first(200)
+    save_npz(data, tmp_path / "d.npz")
+    mapped = load_npz(tmp_path / "d.npz", mmap=True)
+    assert isinstance(mapped.R, np.memmap) and isinstance(mapped.F, np.memmap)
+    assert npz_memmap(shipped_path("h2co", "train"), "R") is None  # compressed: read as usual
+    assert isinstance(load_npz(shipped_path("h2co", "train"), mmap=True).R, np.ndarray)
+    params = dict(degree=3, morse_a=1.5, ridge=1e-10)
+    expected = LinearPIPModel(**params).fit(data).coef_
+    assert np.array_equal(LinearPIPModel(**params).fit(mapped).coef_, expected)
+    save_xyz(data, tmp_path / "d.xyz")
+    assert xyz_to_npz(tmp_path / "d.xyz", tmp_path / "x.npz", block_size=64) == 200
+    with zipfile.ZipFile(tmp_path / "x.npz") as zf:
+        assert {i.compress_type for i in zf.infolist()} == {zipfile.ZIP_STORED}
+    converted = load_npz(tmp_path / "x.npz", mmap=True)
+    direct = load_xyz(tmp_path / "d.xyz")
+    assert isinstance(converted.R, np.memmap)
+    for key in ("R", "E", "F"):
+        assert np.array_equal(getattr(converted, key), getattr(direct, key))
+    text = (tmp_path / "d.xyz").read_text().splitlines()
+    text[text.index(text[0], 1) + 2] = text[text.index(text[0], 1) + 2].replace("C", "N", 1)
+    (tmp_path / "bad.xyz").write_text("\n".join(text) + "\n")
+    with pytest.raises(ValueError, match="structure 1 has elements"):
+        xyz_to_npz(tmp_path / "bad.xyz", tmp_path / "bad.npz")
