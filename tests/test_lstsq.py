@@ -179,3 +179,25 @@ def test_memory_mapped_npz_and_blockwise_xyz_give_the_same_fit(h2co, tmp_path):
     (tmp_path / "bad.xyz").write_text("\n".join(text) + "\n")
     with pytest.raises(ValueError, match="structure 1 has elements"):
         xyz_to_npz(tmp_path / "bad.xyz", tmp_path / "bad.npz")
+
+
+def test_library_limits_blas_threads_in_small_solves(monkeypatch):
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from pesfit.models import DiabaticModel
+    from pesfit.models import diabatic as diabatic_module
+
+    seen = []
+    solve = diabatic_module.lstsq_path
+
+    def recording(*args, **kw):
+        seen.append(max(p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"))
+        return solve(*args, **kw)
+
+    monkeypatch.setattr(diabatic_module, "lstsq_path", recording)
+    train = load_npz(shipped_path("nh3_dpem", "train")).first(200)
+    with threadpool_limits(limits=2, user_api="blas"):  # what the environment would give
+        DiabaticModel(irreps="A1,A2", degree=2, morse_a=1.5, ridge=0.0, variables="distances").fit(train)
+        after = max(p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas")
+    assert seen and set(seen) == {1}
+    assert after == 2  # restored after the fit
