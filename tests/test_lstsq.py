@@ -188,13 +188,13 @@ def test_library_limits_blas_threads_in_small_solves(monkeypatch):
     from pesfit.models import diabatic as diabatic_module
 
     seen = []
-    solve = diabatic_module.lstsq_path
+    design = diabatic_module.design
 
     def recording(*args, **kw):
         seen.append(max(p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"))
-        return solve(*args, **kw)
+        return design(*args, **kw)
 
-    monkeypatch.setattr(diabatic_module, "lstsq_path", recording)
+    monkeypatch.setattr(diabatic_module, "design", recording)
     train = load_npz(shipped_path("nh3_dpem", "train")).first(200)
     with threadpool_limits(limits=2, user_api="blas"):  # what the environment would give
         DiabaticModel(irreps="A1,A2", degree=2, morse_a=1.5, ridge=0.0, variables="distances").fit(train)

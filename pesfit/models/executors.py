@@ -19,8 +19,7 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
-__all__ = ["LocalExecutor", "DaskExecutor", "run_on", "current_executor", "make_executor", "usable_cores",
-           "blas_threads"]
+__all__ = ["LocalExecutor", "DaskExecutor", "run_on", "current_executor", "usable_cores", "blas_threads"]
 
 _CURRENT = contextvars.ContextVar("pesfit_executor", default=None)
 
@@ -111,24 +110,10 @@ class DaskExecutor:
             yield result
 
 
-def local_executor(n_workers: int | None = None) -> LocalExecutor:
-    return LocalExecutor(n_workers)
-
-
 def current_executor():
     """The executor set by :func:`run_on`, or a local one on all usable cores."""
     executor = _CURRENT.get()
-    return local_executor() if executor is None else executor
-
-
-def make_executor(dask=None):
-    """Executor for a ``dask`` argument: None (:func:`current_executor`), a scheduler address, a
-    ``distributed.Client`` or an executor."""
-    if dask is None:
-        return current_executor()
-    if isinstance(dask, (LocalExecutor, DaskExecutor)):
-        return dask
-    return DaskExecutor(_client(dask))
+    return LocalExecutor() if executor is None else executor
 
 
 def _client(dask):
@@ -162,7 +147,7 @@ def run_on(dask=None, *, n_workers: int | None = None):
     if dask is not None and n_workers is not None:
         raise ValueError("give either dask (a cluster) or n_workers (local threads), not both")
     client = None if dask is None else _client(dask)
-    executor = local_executor(n_workers) if client is None else DaskExecutor(client)
+    executor = LocalExecutor(n_workers) if client is None else DaskExecutor(client)
     token = _CURRENT.set(executor)
     try:
         yield executor

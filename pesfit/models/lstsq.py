@@ -34,6 +34,8 @@ import numpy as np
 import scipy.linalg
 import scipy.linalg.lapack as lapack
 
+from .executors import blas_threads, current_executor
+
 __all__ = ["RowFactor", "FoldFactors", "ridge_path", "lstsq_path", "plan_tasks", "factor_task", "factor_blocks",
            "fold_factors", "fold_labels", "labels_of_folds", "BLOCK_BYTES"]
 
@@ -146,16 +148,18 @@ def ridge_path(factor: RowFactor, ridges) -> list[np.ndarray]:
 
 
 def lstsq_path(A: np.ndarray, y: np.ndarray, ridges, *, block_bytes: int = BLOCK_BYTES) -> list[np.ndarray]:
-    """:func:`ridge_path` of an in-memory ``A`` (n, p) and ``y`` (n,), factored in row blocks."""
+    """:func:`ridge_path` of an in-memory ``A`` (n, p) and ``y`` (n,), factored in row blocks
+    on single-threaded BLAS (these solves are small or many)."""
     A = np.asarray(A, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     if A.ndim != 2 or y.shape != (A.shape[0],):
         raise ValueError(f"need A of shape (n, p) and y of shape (n,), got {A.shape} and {y.shape}")
     factor = RowFactor(A.shape[1] + 1)
     step = max(1, block_bytes // (8 * (A.shape[1] + 1)))
-    for s in range(0, A.shape[0], step):
-        factor.add(np.column_stack([A[s:s + step], y[s:s + step]]))
-    return ridge_path(factor, ridges)
+    with blas_threads(1):
+        for s in range(0, A.shape[0], step):
+            factor.add(np.column_stack([A[s:s + step], y[s:s + step]]))
+        return ridge_path(factor, ridges)
 
 
 # --------------------------------------------------------------- fold factors
@@ -214,12 +218,13 @@ def fold_factors(M: np.ndarray, labels, n_folds: int, V: np.ndarray | None = Non
     V = M if V is None else np.asarray(V, dtype=np.float64)
     out = FoldFactors.empty(n_folds, M.shape[1], V.shape[1])
     step = max(1, block_bytes // (8 * M.shape[1]))
-    for s in range(0, len(M), step):
-        lab = labels[s:s + step]
-        for k in range(n_folds):
-            rows = lab == k
-            out.train[k].add(M[s:s + step][rows])
-            out.val[k].add(V[s:s + step][rows])
+    with blas_threads(1):
+        for s in range(0, len(M), step):
+            lab = labels[s:s + step]
+            for k in range(n_folds):
+                rows = lab == k
+                out.train[k].add(M[s:s + step][rows])
+                out.val[k].add(V[s:s + step][rows])
     return out
 
 
@@ -272,12 +277,10 @@ def factor_blocks(rows, tasks, labels, n_folds: int, n_train_columns: int, n_val
 
     ``rows`` must offer ``restrict(start, stop)`` (the same rows for those
     structures only), so that a task carries only its own data.
-    ``executor`` runs the tasks (:func:`pesfit.models.executors.local_executor`
+    ``executor`` runs the tasks (:func:`pesfit.models.executors.current_executor`
     by default); ``progress(done, total)`` is called after each task.
     """
-    from .executors import local_executor
-
-    executor = local_executor() if executor is None else executor
+    executor = current_executor() if executor is None else executor
     total = FoldFactors.empty(n_folds, n_train_columns, n_val_columns)
     args = (_task_args(rows, blocks, labels, n_folds, n_train_columns, n_val_columns) for blocks in tasks)
     for i, part in enumerate(executor.map_ordered(factor_task, args)):
