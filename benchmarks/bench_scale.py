@@ -1,7 +1,7 @@
 """Fits that grow with the data (issue 18): memory, time, the in-memory reference, the diabatic CLI.
 
     python benchmarks/bench_scale.py h2co [N ...]      # acceptance 1 (default N: 20000 200000)
-    python benchmarks/bench_scale.py ch5 N             # acceptance 2 at N structures, extrapolated to 200,000
+    python benchmarks/bench_scale.py ch5 [N]           # acceptance 2 measured at N (965: one block), extrapolated to 200,000
     python benchmarks/bench_scale.py diabatic [--load] # acceptance 4 (CLI vs in-process)
 
 Data sets larger than the shipped 5,000 structures are the shipped training
@@ -142,32 +142,77 @@ def bench_h2co(sizes) -> None:
               f"(limit: linear)")
 
 
+def _child_ch5(path: str, out: str) -> None:
+    """Subprocess: the pieces of a streamed CV fit of ch5 at degree 7, timed one by one."""
+    from invariants import DistanceTransform, PermutationGroup, pip_basis
+    from pesfit.data import load_npz
+    from pesfit.models.linear import DEFAULT_RIDGE_GRID, PIPDesignRows
+    from pesfit.models.lstsq import factor_blocks, fold_labels, plan_tasks, ridge_path
+
+    data = load_npz(path, allow_duplicates=True)
+    n = data.n_structures
+    t = {}
+    t0 = time.perf_counter()
+    basis = pip_basis(PermutationGroup.from_symbols(data.symbols), CH5["degree"], size_limit=20_000)
+    t["basis"] = time.perf_counter() - t0
+    rows = PIPDesignRows(basis, DistanceTransform("morse", CH5["morse_grid"][0]), data.R, data.E, data.F,
+                         np.ones(n), 0.1, True)
+    k, K = rows.n_columns, CH5["cv_folds"]
+    labels = fold_labels(n, K, 0)
+    t0 = time.perf_counter()
+    factors = factor_blocks(rows, plan_tasks(n, rows.rows_per_structure, k, K), labels, K, k, k)
+    t["factor"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    factors.merge(factors)  # what merging one more task's fold factors costs
+    t["merge_task"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    factors.cv_sse(list(DEFAULT_RIDGE_GRID))
+    t["cv"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    ridge_path(factors.all_rows(), [0.0])
+    t["final"] = time.perf_counter() - t0
+    Path(out).write_text(json.dumps({"n": n, "n_basis": basis.n_basis, "seconds": t,
+                                     "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+
+
 def bench_ch5(n: int, target: int = 200_000) -> None:
-    print(f"# acceptance 2: ch5 A5B degree 7 with forces, CV 2 Morse ranges x 5 ridges x 4 folds "
-          f"(load average {_load()})")
+    """Acceptance 2 measured in pieces at ``n`` structures and extrapolated to ``target``.
+
+    The blocks (965 structures) and factors have the same size at any n, so
+    the peak memory carries over; time = per-structure factor cost x n,
+    plus task merges, CV and the final solve, per Morse range.
+    """
+    from pesfit.models.lstsq import plan_tasks
+
+    print(f"# acceptance 2: ch5 A5B degree 7 with forces, CV {len(CH5['morse_grid'])} Morse ranges x 5 ridges x "
+          f"{CH5['cv_folds']} folds (load average {_load()})")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         path = tmp / f"ch5_{n}.npz"
         make_data("ch5", n, path, degree=5)
-        res, _ = _run_child("_fit", path, CH5, tmp)
-    from pesfit.models.lstsq import plan_tasks
-
+        out = tmp / "ch5.json"
+        subprocess.run([sys.executable, __file__, "_ch5", str(path), str(out)], check=True)
+        res = json.loads(out.read_text())
+    t = res["seconds"]
     k = res["n_basis"] + 1
-    tasks_n = len(plan_tasks(n, 19, k, 4))
-    tasks_target = len(plan_tasks(target, 19, k, 4))
-    stamps = res["stamps"]
-    task_s = np.diff([0.0] + [s[0] for s in stamps])
-    last = stamps[-1][0] if stamps else 0.0
-    per_task = float(np.median(task_s)) if len(task_s) else float("nan")
-    rest = res["fit_s"] - last
-    estimate = per_task * tasks_target * 2 + rest
-    print("| n | basis | tasks (per Morse range) | median task s | fit s | peak RSS MB |")
-    print("| --- | --- | --- | --- | --- | --- |")
-    print(f"| {n} | {res['n_basis']} | {tasks_n} | {per_task:.0f} | {res['fit_s']:.0f} | {res['peak_rss_mb']:.0f} |")
-    print(f"\nat n = {target}: {tasks_target} tasks per Morse range -> estimated {estimate / 3600:.1f} h on this "
-          f"machine at the measured task time; memory does not depend on n (blocks of "
-          f"{int(res['peak_rss_mb'])} MB peak here, limit 24 GiB = 24576 MB)")
-    print("chosen:", res["hyperparameters"])
+    n_tasks = len(plan_tasks(target, 19, k, CH5["cv_folds"]))
+    per_morse = t["factor"] * target / n + n_tasks * t["merge_task"] + t["cv"]
+    total = len(CH5["morse_grid"]) * per_morse + t["final"] + t["basis"]
+    factor_mb = 2 * CH5["cv_folds"] * k * k * 8 / 2**20
+    print("| piece | measured s | at n = %d |" % target)
+    print("| --- | --- | --- |")
+    print(f"| basis ({res['n_basis']} functions) | {t['basis']:.0f} | {t['basis']:.0f} |")
+    print(f"| features + block QR, n = {n}, one Morse range | {t['factor']:.0f} | "
+          f"{t['factor'] * target / n:.0f} per Morse range |")
+    print(f"| merge one task's fold factors | {t['merge_task']:.1f} | {n_tasks * t['merge_task']:.0f} "
+          f"({n_tasks} tasks) per Morse range |")
+    print(f"| CV: 4 training factors, 4 SVDs, 5 ridges | {t['cv']:.0f} | {t['cv']:.0f} per Morse range |")
+    print(f"| final factor and solve | {t['final']:.0f} | {t['final']:.0f} |")
+    print(f"| **total, one thread** | | **{total:.0f} s = {total / 3600:.1f} h** |")
+    print(f"\npeak RSS {res['peak_rss_mb']:.0f} MB at n = {n} with one task in flight; at n = {target} a second "
+          f"worker adds one task's blocks and fold factors ({factor_mb:.0f} MB of factors), and the data "
+          f"{target * 6 * 3 * 8 * 2 / 2**20:.0f} MB (R and F): about "
+          f"{res['peak_rss_mb'] + factor_mb + 300 + target * 6 * 3 * 8 * 2 / 2**20:.0f} MB, limit 24 GiB = 24576 MB")
 
 
 def bench_diabatic(with_load: bool) -> None:
@@ -197,12 +242,12 @@ def bench_diabatic(with_load: bool) -> None:
 
 
 def main(argv) -> None:
-    if argv and argv[0] in ("_fit", "_reference"):
-        (_child_fit if argv[0] == "_fit" else _child_reference)(*argv[1:])
+    if argv and argv[0] in ("_fit", "_reference", "_ch5"):
+        {"_fit": _child_fit, "_reference": _child_reference, "_ch5": _child_ch5}[argv[0]](*argv[1:])
     elif argv and argv[0] == "h2co":
         bench_h2co([int(a) for a in argv[1:]] or [20_000, 200_000])
     elif argv and argv[0] == "ch5":
-        bench_ch5(int(argv[1]) if len(argv) > 1 else 8_000)
+        bench_ch5(int(argv[1]) if len(argv) > 1 else 965)
     elif argv and argv[0] == "diabatic":
         bench_diabatic("--load" in argv)
     else:

@@ -117,9 +117,9 @@ def _rows(data, model, with_forces=True):
 
 def test_blocks_are_bounded_and_memory_does_not_grow_with_the_data(h2co):
     rows = _rows(h2co, LinearPIPModel())
-    block_bytes = 8 * rows.n_columns * rows.rows_per_structure * 25  # 25 structures per block
+    block_bytes = 8 * rows.n_columns * rows.rows_per_structure * 80  # 80 structures per block
     tasks = plan_tasks(600, rows.rows_per_structure, rows.n_columns, 3, block_bytes=block_bytes)
-    assert max(b - a for t in tasks for a, b in t) == 25
+    assert max(b - a for t in tasks for a, b in t) == 80
     assert [b for t in tasks for b in t][0][0] == 0 and tasks[-1][-1][1] == 600
 
     more = load_npz(shipped_path("h2co", "train")).first(2400)

@@ -41,6 +41,9 @@ __all__ = ["RowFactor", "FoldFactors", "ridge_path", "lstsq_path", "plan_tasks",
 
 #: target size of one block of design rows [bytes]; the feature evaluation needs a few times this
 BLOCK_BYTES = 64 * 2**20
+#: a block has at least this many rows per column and fold: adding m rows to a k x k factor costs
+#: a QR of (k + m) rows, so small blocks of a large basis would spend most of their time on R
+BLOCK_ROWS_PER_COLUMN = 2
 #: a task covers at least this many rows per column and fold, so merging its factors costs little
 TASK_ROWS_PER_COLUMN = 16
 _TPQRT_NB = 32
@@ -230,7 +233,8 @@ def fold_factors(M: np.ndarray, labels, n_folds: int, V: np.ndarray | None = Non
 
 def plan_tasks(n_structures: int, rows_per_structure: int, n_columns: int, n_folds: int = 1, *,
                block_bytes: int | None = None) -> list[list[tuple[int, int]]]:
-    """Consecutive structure ranges: blocks of about ``block_bytes`` of rows, grouped into tasks.
+    """Consecutive structure ranges: blocks of about ``block_bytes`` of rows (at least
+    ``BLOCK_ROWS_PER_COLUMN`` rows per column and fold), grouped into tasks.
 
     ``block_bytes`` defaults to :data:`BLOCK_BYTES`.  A task (one unit of
     work, e.g. one Dask task) holds enough blocks for
@@ -240,7 +244,8 @@ def plan_tasks(n_structures: int, rows_per_structure: int, n_columns: int, n_fol
     same factors.
     """
     block_bytes = BLOCK_BYTES if block_bytes is None else block_bytes
-    per_block = max(1, block_bytes // (8 * n_columns * rows_per_structure))
+    per_block = max(1, block_bytes // (8 * n_columns * rows_per_structure),
+                    -(-BLOCK_ROWS_PER_COLUMN * n_columns * n_folds // rows_per_structure))
     per_task = max(per_block, -(-TASK_ROWS_PER_COLUMN * n_columns * n_folds // rows_per_structure))
     per_task = -(-per_task // per_block) * per_block
     tasks = []
