@@ -85,13 +85,16 @@ def _child_reference(path: str, params: str, out: str) -> None:
     from pesfit.data import load_npz
     from pesfit.models import _reference as ref
 
+    from pesfit.models.executors import blas_threads
+
     p = json.loads(params)
     data = load_npz(path, allow_duplicates=True)
     basis = pip_basis(PermutationGroup.from_symbols(data.symbols), p["degree"], size_limit=20_000)
     t0 = time.perf_counter()
     A, y = ref.linear_design(basis, DistanceTransform("morse", p["morse_a"]), data.R, data.E, data.F,
                              np.ones(data.n_structures), 0.1)
-    coef = ref.weighted_lstsq_path(A, y, [p["ridge"]])[0]
+    with blas_threads(1):  # same arithmetic; threaded BLAS on this busy machine is many times slower
+        coef = ref.weighted_lstsq_path(A, y, [p["ridge"]])[0]
     np.save(out + ".coef.npy", coef)
     Path(out).write_text(json.dumps({"fit_s": time.perf_counter() - t0,
                                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
@@ -118,10 +121,14 @@ def bench_h2co(sizes) -> None:
             make_data("h2co", n, path, degree=6)
             res, coef = _run_child("_fit", path, H2CO, tmp)
             row = dict(res, coef=coef)
+            print(f"n = {n}: fit {res['fit_s']:.1f} s, peak RSS {res['peak_rss_mb']:.0f} MB "
+                  f"(load average {_load()})", flush=True)
             if n == min(sizes):
                 ref, ref_coef = _run_child("_reference", path, H2CO, tmp)
                 row["ref"] = ref
                 row["coef_rel"] = float(np.linalg.norm(coef - ref_coef) / np.linalg.norm(ref_coef))
+                print(f"n = {n}: in-memory reference peak {ref['peak_rss_mb']:.0f} MB, coefficients differ by "
+                      f"{row['coef_rel']:.2e} relative", flush=True)
             rows.append(row)
         first = rows[0]
         print("| n | basis | peak RSS MB | RSS before fit MB | fit s | peak / first | time / first | n / first "
