@@ -10,27 +10,24 @@ by adiabatic energies alone when, as here, the states never come close.
 
     python benchmarks/bench_diabatic.py [u] [adiabatic] [rotation]
 
-The adiabatic fit is nonlinear and takes several minutes.  On a busy machine
-set ``OPENBLAS_NUM_THREADS=1`` (done here unless already set): threaded BLAS
-on oversubscribed cores makes the QR factorisations ~100x slower.
+The adiabatic fit is nonlinear and takes several minutes.  No thread
+environment variables are needed: the library runs the fit's many small
+solves on single-threaded BLAS itself (see ``bench_scale.py diabatic`` for
+the CLI-vs-in-process comparison).
 """
 from __future__ import annotations
 
-import os
+import contextlib
+import io
+import json
+import sys
+import time
 
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+import numpy as np
 
-import contextlib  # noqa: E402
-import io  # noqa: E402
-import json  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-
-import numpy as np  # noqa: E402
-
-from pesfit.cli import main as pesfit_main  # noqa: E402
-from pesfit.datasets import shipped_path  # noqa: E402
-from pesfit.models.pseudoscalars import signed_volume  # noqa: E402
+from pesfit.cli import main as pesfit_main
+from pesfit.datasets import shipped_path
+from pesfit.models.pseudoscalars import signed_volume
 
 THETA = 0.05
 

@@ -56,7 +56,7 @@ def _backward(nv, nm, a, b, scale, ptr, idx, coef, v, adj):
         adj[b[i]] += g * v[a[i]]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _evaluate_batch(X, nm, a, b, scale, const, ptr, idx, coef, outputs):
     n = X.shape[0]
     out = np.empty((n, outputs.shape[0]))
@@ -68,7 +68,7 @@ def _evaluate_batch(X, nm, a, b, scale, const, ptr, idx, coef, outputs):
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _jacobian_batch(X, nm, a, b, scale, const, ptr, idx, coef, outputs):
     n, nv = X.shape
     nn = a.shape[0]
@@ -98,7 +98,7 @@ def _jacobian_batch(X, nm, a, b, scale, const, ptr, idx, coef, outputs):
     return vals, jac
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _pullback_batch(X, W, with_grad, nm, a, b, scale, const, ptr, idx, coef, outputs):
     n, nv = X.shape
     nn = a.shape[0]
@@ -154,7 +154,7 @@ def _distances(Rs, pi, pj, r, u):
         u[k, 2] = d2 / rk
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _cartesian_values(R, pi, pj, kind, param, nm, a, b, scale, const, ptr, idx, coef, outputs):
     n = R.shape[0]
     nv = pi.shape[0]
@@ -173,7 +173,7 @@ def _cartesian_values(R, pi, pj, kind, param, nm, a, b, scale, const, ptr, idx, 
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _cartesian_pullback(R, W, with_grad, pi, pj, kind, param, nm, a, b, scale, const, ptr, idx, coef, outputs):
     n, na, _ = R.shape
     nv = pi.shape[0]
@@ -209,7 +209,7 @@ def _cartesian_pullback(R, W, with_grad, pi, pj, kind, param, nm, a, b, scale, c
     return values, grad
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _cartesian_jacobian(R, pi, pj, kind, param, nm, a, b, scale, const, ptr, idx, coef, outputs):
     n, na, _ = R.shape
     nv = pi.shape[0]
@@ -325,7 +325,7 @@ def _seed_outputs(W, s0, m, outputs, v, adj, with_grad, values):
         values[s0 + l] = e
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _pullback_lanes(X, W, with_grad, nm, a, b, scale, const, ptr, idx, coef, outputs):
     n, nv = X.shape
     nn = a.shape[0]
@@ -348,7 +348,7 @@ def _pullback_lanes(X, W, with_grad, nm, a, b, scale, const, ptr, idx, coef, out
     return values, grad
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _cartesian_pullback_lanes(R, W, with_grad, pi, pj, kind, param, nm, a, b, scale, const, ptr, idx, coef,
                               outputs):
     n, na, _ = R.shape

@@ -38,7 +38,10 @@ def run_recipe(recipe: Recipe, args) -> dict:
 
     model = make_model(recipe.model, **recipe.model_params)
     units = data_units(args)
-    train = model.read_data(recipe.train, **units)
+    streamed = getattr(model, "streamed_fit", False)
+    # streamed fits read uncompressed npz files a block at a time (memory-mapped)
+    mmap = {"mmap": True} if streamed and Path(recipe.train).suffix == ".npz" else {}
+    train = model.read_data(recipe.train, **units, **mmap)
     if recipe.n_train is not None:
         train = train.first(recipe.n_train)
     if isinstance(train, Dataset):
@@ -49,10 +52,17 @@ def run_recipe(recipe: Recipe, args) -> dict:
     elif recipe.atoms is not None:
         raise ValueError(f"[molecule] atoms cannot reorder the clusters of {recipe.train}; the monomer's atom "
                          "order is the data's")
+    dask = getattr(args, "dask", None)
+    if dask is not None and not streamed:
+        raise ValueError(f"--dask runs the streamed linear fits (models linear, fragments); "
+                         f"--model {recipe.model} fits locally")
+    from .models.executors import run_on
+
     progress, close = _progress_bar(args, f"fit {recipe.model}")
     t0 = time.perf_counter()
     try:
-        model.fit(train, progress=progress)
+        with run_on(dask):
+            model.fit(train, progress=progress)
     finally:
         close()
     seconds = time.perf_counter() - t0
@@ -207,6 +217,9 @@ def add_commands(sub) -> None:
                                                "a recipe's [output] model)")
     p.add_argument("--no-holes", action="store_true",
                    help="skip the hole search around the --test structures (default: run it, as `pesfit holes`)")
+    p.add_argument("--dask", default=None, metavar="ADDRESS",
+                   help="factor the blocks of a linear fit on this Dask scheduler, e.g. tcp://host:8786 "
+                        "(default: none, the blocks run locally)")
     p.add_argument("--json", action="store_true", help=JSON_HELP)
     p.set_defaults(func=cmd_fit)
 

@@ -42,6 +42,8 @@ __all__ = [
     "load_npz",
     "save_npz",
     "load_xyz",
+    "xyz_to_npz",
+    "npz_memmap",
     "save_xyz",
     "load_points",
     "save_points",
@@ -185,17 +187,24 @@ def atom_permutation(z_from, z_to) -> np.ndarray:
 # ---------------------------------------------------------------------------
 
 
-def _check_finite(name: str, arr: np.ndarray | None) -> None:
+def _check_finite(name: str, arr: np.ndarray | None, chunk: int = 65536) -> None:
+    """Raise naming the first structure with a non-finite value; reads ``arr`` a block at a time."""
     if arr is None:
         return
-    bad = ~np.isfinite(arr)
-    if bad.any():
-        per_structure = bad.reshape(bad.shape[0], -1).any(axis=1)
-        first = int(np.argmax(per_structure))
-        value = arr.reshape(arr.shape[0], -1)[first][bad.reshape(bad.shape[0], -1)[first]][0]
+    first, n_bad, value = None, 0, None
+    for start in range(0, arr.shape[0], chunk):
+        bad = ~np.isfinite(arr[start:start + chunk]).reshape(min(chunk, arr.shape[0] - start), -1)
+        per_structure = bad.any(axis=1)
+        if per_structure.any():
+            if first is None:
+                k = int(np.argmax(per_structure))
+                first = start + k
+                value = np.asarray(arr[first]).reshape(-1)[bad[k]][0]
+            n_bad += int(per_structure.sum())
+    if first is not None:
         raise ValueError(
             f"{name} contains a non-finite value ({value}) in structure {first} "
-            f"({int(per_structure.sum())} bad structure(s) in total); "
+            f"({n_bad} bad structure(s) in total); "
             "remove or fix these structures before fitting"
         )
 
@@ -243,6 +252,13 @@ def find_duplicate_structures(R, tol: float = DUPLICATE_TOL) -> list[tuple[int, 
     return sorted(pairs)
 
 
+def _owned(arr) -> np.ndarray:
+    """A float copy of ``arr``, except that read-only float memory maps are kept (files larger than memory)."""
+    if isinstance(arr, np.memmap) and arr.dtype == np.float64 and not arr.flags.writeable:
+        return arr
+    return np.array(arr, dtype=float)
+
+
 def _readonly(arr: np.ndarray) -> np.ndarray:
     arr.flags.writeable = False
     return arr
@@ -257,8 +273,9 @@ def _readonly(arr: np.ndarray) -> np.ndarray:
 class Dataset:
     """Structures of one molecule with energies, forces and diabatic matrices.
 
-    Arrays are copied on construction and made read-only; methods return
-    new datasets.
+    Arrays are copied on construction and made read-only (read-only
+    memory maps of float64 data, from ``load_npz(..., mmap=True)``, are kept
+    as they are); methods return new datasets.
 
     Parameters
     ----------
@@ -307,7 +324,7 @@ class Dataset:
 
     def __post_init__(self):
         set_ = object.__setattr__
-        R = np.array(self.R, dtype=float)
+        R = _owned(self.R)
         if R.ndim != 3 or R.shape[2] != 3:
             raise ValueError(
                 f"R must have shape (n_structures, n_atoms, 3), got {R.shape}; "
@@ -320,20 +337,20 @@ class Dataset:
                 f"z has {z.shape[0]} atoms (shape {z.shape}) but R has {N} atoms "
                 f"(shape {R.shape}); z must have shape (n_atoms,) = ({N},)"
             )
-        E = None if self.E is None else np.array(self.E, dtype=float)
+        E = None if self.E is None else _owned(self.E)
         if E is not None:
             if E.ndim not in (1, 2) or E.shape[0] != n:
                 raise ValueError(
                     f"E has shape {E.shape} but R has shape {R.shape}; E must have shape "
                     f"(n_structures,) = ({n},) or (n_structures, n_states)"
                 )
-        F = None if self.F is None else np.array(self.F, dtype=float)
+        F = None if self.F is None else _owned(self.F)
         if F is not None and F.shape != R.shape:
             raise ValueError(
                 f"F has shape {F.shape} but R has shape {R.shape}; forces must have "
                 "the same shape as the coordinates"
             )
-        U = None if self.U is None else np.array(self.U, dtype=float)
+        U = None if self.U is None else _owned(self.U)
         if U is not None:
             if U.ndim != 3 or U.shape[0] != n or U.shape[1] != U.shape[2]:
                 raise ValueError(
@@ -546,7 +563,11 @@ def _build(R, z, E, F, U, R_min, meta, *, path, fmt, length_unit, energy_unit, a
     lf = units.length_factor(lu, units.INTERNAL_LENGTH)
     ef = units.energy_factor(eu, units.INTERNAL_ENERGY)
     ff = ef / lf
-    conv = lambda a, f: None if a is None else np.asarray(a, dtype=float) * f  # noqa: E731
+    def conv(a, f):
+        if a is None or (f == 1.0 and isinstance(a, np.memmap)):
+            return a
+        return np.asarray(a, dtype=float) * f
+
     meta = dict(meta)
     meta["source_units"] = {"length": lu, "energy": eu}
     meta["source_file"] = str(path)
@@ -597,8 +618,41 @@ def _npz_unit(declared, requested, kind, canon, default, path):
     return requested
 
 
+def npz_memmap(path, key: str) -> np.memmap | None:
+    """Read-only memory map of member ``key`` of an ``.npz`` file, or None if it is compressed or absent.
+
+    ``np.savez`` stores members uncompressed (``np.savez_compressed`` does
+    not); such a member is a ``.npy`` file at a fixed offset in the zip file.
+    """
+    import zipfile
+
+    with zipfile.ZipFile(path) as zf:
+        try:
+            info = zf.getinfo(f"{key}.npy")
+        except KeyError:
+            return None
+        if info.compress_type != zipfile.ZIP_STORED:
+            return None
+    with open(path, "rb") as fh:
+        fh.seek(info.header_offset)
+        local = fh.read(30)
+        if local[:4] != b"PK\x03\x04":
+            return None
+        start = info.header_offset + 30 + int.from_bytes(local[26:28], "little") + int.from_bytes(local[28:30], "little")
+        fh.seek(start)
+        version = np.lib.format.read_magic(fh)
+        if version not in ((1, 0), (2, 0)):
+            return None
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = read_header(fh)
+        offset = fh.tell()
+    if dtype.hasobject or dtype.kind not in "fiu" or not shape:
+        return None
+    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C")
+
+
 def load_npz(path, *, length_unit: str | None = None, energy_unit: str | None = None,
-             allow_duplicates: bool = False) -> Dataset:
+             allow_duplicates: bool = False, mmap: bool = False) -> Dataset:
     """Load a dataset from an sGDML-style ``.npz`` file.
 
     Parameters
@@ -614,6 +668,11 @@ def load_npz(path, *, length_unit: str | None = None, energy_unit: str | None = 
         ``e_unit`` if present, else ``"angstrom"`` and ``"eV"``.
     allow_duplicates : bool, default False
         Accept structures with identical coordinates.
+    mmap : bool, default False
+        Memory-map ``R``, ``E``, ``F`` and ``U`` instead of reading them, for
+        files larger than memory (the streamed linear fits read them a block at
+        a time).  Works for members stored uncompressed (``np.savez``) in Å/eV
+        float64; other members are read as usual.
 
     Returns
     -------
@@ -638,6 +697,10 @@ def load_npz(path, *, length_unit: str | None = None, energy_unit: str | None = 
         arrays = {}
         for key in _NPZ_KEYS:
             if key in files:
+                mapped = npz_memmap(path, key) if mmap and key in ("R", "E", "F", "U") else None
+                if mapped is not None and mapped.dtype == np.float64:
+                    arrays[key] = mapped
+                    continue
                 try:
                     arrays[key] = f[key]
                 except ValueError as exc:
@@ -802,6 +865,88 @@ def load_xyz(path, *, length_unit: str = "angstrom", energy_unit: str = "eV",
         R, z0, E, F, None, None, {}, path=path, fmt="xyz",
         length_unit=length_unit, energy_unit=energy_unit, allow_duplicates=allow_duplicates,
     )
+
+
+def xyz_to_npz(src, dst, *, length_unit: str = "angstrom", energy_unit: str = "eV", block_size: int = 10_000) -> int:
+    """Convert an extended XYZ file to an uncompressed ``.npz`` (Å, eV) a block of structures at a time.
+
+    Memory stays at one block whatever the file size; open the result with
+    ``load_npz(dst, mmap=True)`` to fit data larger than memory.  Energies and
+    forces are read as :func:`load_xyz` reads them.  Returns the number of
+    structures.
+
+    Raises
+    ------
+    ValueError
+        As :func:`load_xyz`, naming the structure at fault.
+    """
+    import tempfile
+    import zipfile
+
+    import ase.io
+
+    src = Path(src)
+    lf = units.length_factor(units.canonical_length_unit(length_unit), units.INTERNAL_LENGTH)
+    ef = units.energy_factor(units.canonical_energy_unit(energy_unit), units.INTERNAL_ENERGY)
+
+    def frames():
+        try:
+            yield from ase.io.iread(src, index=":", format="extxyz")
+        except (ValueError, IndexError, KeyError) as exc:
+            raise ValueError(f"{src}: could not read extended XYZ ({exc})") from exc
+
+    n, z0, e_shape, has_f = 0, None, None, None
+    for i, atoms in enumerate(frames()):  # pass 1: count and check
+        e, f = _xyz_energy(atoms), _xyz_forces(atoms)
+        if z0 is None:
+            z0, e_shape, has_f = atoms.numbers.copy(), None if e is None else np.shape(e), f is not None
+        elif not np.array_equal(atoms.numbers, z0):
+            raise ValueError(f"{src}: structure {i} has elements {_symbols_str(atoms.numbers)} but structure 0 "
+                             f"has {_symbols_str(z0)}; all structures must list the same atoms in the same order")
+        if (None if e is None else np.shape(e)) != e_shape or (f is not None) != has_f:
+            raise ValueError(f"{src}: structure {i} differs from structure 0 in which of energies/forces it gives "
+                             "(or their shape); give them for all structures or none")
+        n += 1
+    if n == 0:
+        raise ValueError(f"{src}: the file contains no structures")
+    N = len(z0)
+    with tempfile.TemporaryDirectory() as tmp:
+        members = {"R": (n, N, 3)}
+        if e_shape is not None:
+            members["E"] = (n,) + e_shape
+        if has_f:
+            members["F"] = (n, N, 3)
+        out = {k: np.lib.format.open_memmap(Path(tmp) / f"{k}.npy", mode="w+", dtype=np.float64, shape=shape)
+               for k, shape in members.items()}
+        block = []
+
+        def flush(stop):
+            start = stop - len(block)
+            out["R"][start:stop] = np.array([a.positions for a in block]) * lf
+            if "E" in out:
+                out["E"][start:stop] = np.array([_xyz_energy(a) for a in block], dtype=float) * ef
+            if "F" in out:
+                out["F"][start:stop] = np.array([_xyz_forces(a) for a in block]) * (ef / lf)
+            block.clear()
+
+        for i, atoms in enumerate(frames()):  # pass 2: fill a block at a time
+            block.append(atoms)
+            if len(block) == block_size:
+                flush(i + 1)
+        if block:
+            flush(n)
+        for arr in out.values():
+            arr.flush()
+        del out
+        small = {"z": np.asarray(z0), "meta": np.array(_meta_json({"converted_from": str(src)})),
+                 "r_unit": np.array("Ang"), "e_unit": np.array("eV")}
+        with zipfile.ZipFile(dst, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+            for k in members:
+                zf.write(Path(tmp) / f"{k}.npy", arcname=f"{k}.npy")
+            for k, v in small.items():
+                with zf.open(f"{k}.npy", "w") as fh:
+                    np.lib.format.write_array(fh, v, allow_pickle=False)
+    return n
 
 
 def save_xyz(dataset: Dataset, path) -> None:

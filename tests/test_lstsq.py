@@ -9,6 +9,7 @@ from pesfit.data import load_npz
 from pesfit.datasets import shipped_path
 from pesfit.models import FragmentedPIPModel, LinearPIPModel
 from pesfit.models import _reference as ref
+from pesfit.models.executors import LocalExecutor
 from pesfit.models.linear import PIPDesignRows
 from pesfit.models.lstsq import (FoldFactors, RowFactor, factor_blocks, fold_labels, lstsq_path, plan_tasks,
                                  ridge_path)
@@ -116,9 +117,9 @@ def _rows(data, model, with_forces=True):
 
 def test_blocks_are_bounded_and_memory_does_not_grow_with_the_data(h2co):
     rows = _rows(h2co, LinearPIPModel())
-    block_bytes = 8 * rows.n_columns * rows.rows_per_structure * 25  # 25 structures per block
+    block_bytes = 8 * rows.n_columns * rows.rows_per_structure * 80  # 80 structures per block
     tasks = plan_tasks(600, rows.rows_per_structure, rows.n_columns, 3, block_bytes=block_bytes)
-    assert max(b - a for t in tasks for a, b in t) == 25
+    assert max(b - a for t in tasks for a, b in t) == 80
     assert [b for t in tasks for b in t][0][0] == 0 and tasks[-1][-1][1] == 600
 
     more = load_npz(shipped_path("h2co", "train")).first(2400)
@@ -129,10 +130,74 @@ def test_blocks_are_bounded_and_memory_does_not_grow_with_the_data(h2co):
         plan = plan_tasks(n, sub.rows_per_structure, sub.n_columns, 3, block_bytes=block_bytes)
         labels = fold_labels(n, 3, 0)
         tracemalloc.start()
-        factor_blocks(sub, plan, labels, 3, sub.n_columns, sub.n_columns)
+        factor_blocks(sub, plan, labels, 3, sub.n_columns, sub.n_columns, executor=LocalExecutor(1))
         out = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
         return out
 
     peak(150)  # compiles the kernels
     assert peak(2400) <= 1.1 * peak(600)
+
+
+def test_thread_count_does_not_change_the_factors(h2co):
+    rows = _rows(h2co, LinearPIPModel())
+    plan = plan_tasks(600, rows.rows_per_structure, rows.n_columns, 3,
+                      block_bytes=8 * rows.n_columns * rows.rows_per_structure * 40)
+    labels = fold_labels(600, 3, 0)
+    one, two = (factor_blocks(rows, plan, labels, 3, rows.n_columns, rows.n_columns, executor=LocalExecutor(k))
+                for k in (1, 2))
+    assert len(plan) >= 2
+    for a, b in zip(one.train + one.val, two.train + two.val):
+        assert np.array_equal(a.R, b.R) and a.n_rows == b.n_rows
+
+
+def test_memory_mapped_npz_and_blockwise_xyz_give_the_same_fit(h2co, tmp_path):
+    import zipfile
+
+    from pesfit.data import load_xyz, npz_memmap, save_npz, save_xyz, xyz_to_npz
+
+    data = h2co.first(200)
+    save_npz(data, tmp_path / "d.npz")
+    mapped = load_npz(tmp_path / "d.npz", mmap=True)
+    assert isinstance(mapped.R, np.memmap) and isinstance(mapped.F, np.memmap)
+    assert npz_memmap(shipped_path("h2co", "train"), "R") is None  # compressed: read as usual
+    assert isinstance(load_npz(shipped_path("h2co", "train"), mmap=True).R, np.ndarray)
+    params = dict(degree=3, morse_a=1.5, ridge=1e-10)
+    expected = LinearPIPModel(**params).fit(data).coef_
+    assert np.array_equal(LinearPIPModel(**params).fit(mapped).coef_, expected)
+    save_xyz(data, tmp_path / "d.xyz")
+    assert xyz_to_npz(tmp_path / "d.xyz", tmp_path / "x.npz", block_size=64) == 200
+    with zipfile.ZipFile(tmp_path / "x.npz") as zf:
+        assert {i.compress_type for i in zf.infolist()} == {zipfile.ZIP_STORED}
+    converted = load_npz(tmp_path / "x.npz", mmap=True)
+    direct = load_xyz(tmp_path / "d.xyz")
+    assert isinstance(converted.R, np.memmap)
+    for key in ("R", "E", "F"):
+        assert np.array_equal(getattr(converted, key), getattr(direct, key))
+    text = (tmp_path / "d.xyz").read_text().splitlines()
+    text[text.index(text[0], 1) + 2] = text[text.index(text[0], 1) + 2].replace("C", "N", 1)
+    (tmp_path / "bad.xyz").write_text("\n".join(text) + "\n")
+    with pytest.raises(ValueError, match="structure 1 has elements"):
+        xyz_to_npz(tmp_path / "bad.xyz", tmp_path / "bad.npz")
+
+
+def test_library_limits_blas_threads_in_small_solves(monkeypatch):
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from pesfit.models import DiabaticModel
+    from pesfit.models import diabatic as diabatic_module
+
+    seen = []
+    design = diabatic_module.design
+
+    def recording(*args, **kw):
+        seen.append(max(p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"))
+        return design(*args, **kw)
+
+    monkeypatch.setattr(diabatic_module, "design", recording)
+    train = load_npz(shipped_path("nh3_dpem", "train")).first(200)
+    with threadpool_limits(limits=2, user_api="blas"):  # what the environment would give
+        DiabaticModel(irreps="A1,A2", degree=2, morse_a=1.5, ridge=0.0, variables="distances").fit(train)
+        after = max(p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas")
+    assert seen and set(seen) == {1}
+    assert after == 2  # restored after the fit

@@ -81,6 +81,7 @@ from ..metrics import error_report
 from ..molecule import Molecule
 from ..regions import region_labels
 from ._base import ModelBase
+from .executors import blas_threads
 from .lstsq import fold_factors, labels_of_folds, lstsq_path
 from .pseudoscalars import Irrep, Pseudoscalar, find_pseudoscalars, parse_irreps
 
@@ -885,7 +886,14 @@ class DiabaticModel(ModelBase):
             Derivative couplings ``d_kl`` [1/Å], any phase.
         progress : callable, optional
             ``progress(step, total, message)``.
+
+        The fit is many small least-squares solves, so BLAS runs on one thread
+        throughout (threaded BLAS on busy cores makes them up to 100x slower).
         """
+        with blas_threads(1):
+            return self._fit(data, gradients, couplings, progress)
+
+    def _fit(self, data, gradients, couplings, progress) -> "DiabaticModel":
         self._validate_params()
         t0 = time.perf_counter()
         ns, gradients, couplings = self._check_multistate(data, gradients, couplings)

@@ -26,7 +26,6 @@ from invariants.molien import cumulative
 from ..data import Dataset
 from ..molecule import Molecule
 from ._base import ModelBase
-from .executors import make_executor
 from .lstsq import FoldFactors, factor_blocks, fold_labels, plan_tasks, ridge_path
 
 __all__ = ["LinearPIPModel", "PIPDesignRows"]
@@ -148,6 +147,8 @@ class LinearPIPModel(ModelBase):
 
     kind = "linear_pip"
     cli_name = "linear"
+    #: fitted block by block by :mod:`.lstsq` (so ``executors.run_on`` and ``pesfit fit --dask`` apply)
+    streamed_fit = True
     _parameter_constraints = {
         "degree": (type(None), int),
         "morse_a": (type(None), float, int),
@@ -208,8 +209,7 @@ class LinearPIPModel(ModelBase):
     def _factor(self, rows: PIPDesignRows, labels, n_folds: int, progress=None) -> FoldFactors:
         """Fold factors of all structures, block by block (``labels`` None: one fold)."""
         tasks = plan_tasks(len(rows.E), rows.rows_per_structure, rows.n_columns, n_folds)
-        return factor_blocks(rows, tasks, labels, n_folds, rows.n_columns, rows.n_columns,
-                             executor=make_executor(), progress=progress)
+        return factor_blocks(rows, tasks, labels, n_folds, rows.n_columns, rows.n_columns, progress=progress)
 
     def _weights(self, E, e_min):
         if self.energy_weight_e0 is None:

@@ -4,9 +4,11 @@ A least-squares problem ``min |A c - y|^2`` is reduced to the triangular
 factor ``R`` of the augmented matrix ``M = [A | y]`` (``M^T M = R^T R``),
 accumulated one block of rows at a time,
 
-    R_new = qr([R_old; M_block])   (R only, LAPACK ``tpqrt``),
+    R_new = qr([R_old; M_block])   (R only),
 
-so memory is O(p^2) plus one block whatever the number of rows, and the
+so memory is O(p^2) plus one block whatever the number of rows (factors of
+whole tasks are merged with LAPACK ``tpqrt``, which uses their triangular
+shape), and the
 numerical quality is that of a QR of the whole matrix (the normal equations
 ``A^T A`` are never formed).  Everything a fit needs follows from ``R``:
 
@@ -32,11 +34,16 @@ import numpy as np
 import scipy.linalg
 import scipy.linalg.lapack as lapack
 
+from .executors import blas_threads, current_executor
+
 __all__ = ["RowFactor", "FoldFactors", "ridge_path", "lstsq_path", "plan_tasks", "factor_task", "factor_blocks",
            "fold_factors", "fold_labels", "labels_of_folds", "BLOCK_BYTES"]
 
 #: target size of one block of design rows [bytes]; the feature evaluation needs a few times this
 BLOCK_BYTES = 64 * 2**20
+#: a block has at least this many rows per column and fold: adding m rows to a k x k factor costs
+#: a QR of (k + m) rows, so small blocks of a large basis would spend most of their time on R
+BLOCK_ROWS_PER_COLUMN = 2
 #: a task covers at least this many rows per column and fold, so merging its factors costs little
 TASK_ROWS_PER_COLUMN = 16
 _TPQRT_NB = 32
@@ -74,7 +81,8 @@ class RowFactor:
             raise ValueError(f"rows must have shape (m, {self.n_columns}), got {rows.shape}")
         if rows.shape[0] == 0:
             return self
-        self._tpqrt(0, np.asfortranarray(rows))
+        # NumPy's QR releases the GIL (LAPACK geqrf), so blocks can be factored on several threads
+        self.R = np.asfortranarray(np.linalg.qr(np.vstack([self.R, rows]), mode="r"))
         self.n_rows += rows.shape[0]
         return self
 
@@ -143,16 +151,18 @@ def ridge_path(factor: RowFactor, ridges) -> list[np.ndarray]:
 
 
 def lstsq_path(A: np.ndarray, y: np.ndarray, ridges, *, block_bytes: int = BLOCK_BYTES) -> list[np.ndarray]:
-    """:func:`ridge_path` of an in-memory ``A`` (n, p) and ``y`` (n,), factored in row blocks."""
+    """:func:`ridge_path` of an in-memory ``A`` (n, p) and ``y`` (n,), factored in row blocks
+    on single-threaded BLAS (these solves are small or many)."""
     A = np.asarray(A, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     if A.ndim != 2 or y.shape != (A.shape[0],):
         raise ValueError(f"need A of shape (n, p) and y of shape (n,), got {A.shape} and {y.shape}")
     factor = RowFactor(A.shape[1] + 1)
     step = max(1, block_bytes // (8 * (A.shape[1] + 1)))
-    for s in range(0, A.shape[0], step):
-        factor.add(np.column_stack([A[s:s + step], y[s:s + step]]))
-    return ridge_path(factor, ridges)
+    with blas_threads(1):
+        for s in range(0, A.shape[0], step):
+            factor.add(np.column_stack([A[s:s + step], y[s:s + step]]))
+        return ridge_path(factor, ridges)
 
 
 # --------------------------------------------------------------- fold factors
@@ -211,26 +221,31 @@ def fold_factors(M: np.ndarray, labels, n_folds: int, V: np.ndarray | None = Non
     V = M if V is None else np.asarray(V, dtype=np.float64)
     out = FoldFactors.empty(n_folds, M.shape[1], V.shape[1])
     step = max(1, block_bytes // (8 * M.shape[1]))
-    for s in range(0, len(M), step):
-        lab = labels[s:s + step]
-        for k in range(n_folds):
-            rows = lab == k
-            out.train[k].add(M[s:s + step][rows])
-            out.val[k].add(V[s:s + step][rows])
+    with blas_threads(1):
+        for s in range(0, len(M), step):
+            lab = labels[s:s + step]
+            for k in range(n_folds):
+                rows = lab == k
+                out.train[k].add(M[s:s + step][rows])
+                out.val[k].add(V[s:s + step][rows])
     return out
 
 
 def plan_tasks(n_structures: int, rows_per_structure: int, n_columns: int, n_folds: int = 1, *,
-               block_bytes: int = BLOCK_BYTES) -> list[list[tuple[int, int]]]:
-    """Consecutive structure ranges: blocks of about ``block_bytes`` of rows, grouped into tasks.
+               block_bytes: int | None = None) -> list[list[tuple[int, int]]]:
+    """Consecutive structure ranges: blocks of about ``block_bytes`` of rows (at least
+    ``BLOCK_ROWS_PER_COLUMN`` rows per column and fold), grouped into tasks.
 
-    A task (one unit of work, e.g. one Dask task) holds enough blocks for
+    ``block_bytes`` defaults to :data:`BLOCK_BYTES`.  A task (one unit of
+    work, e.g. one Dask task) holds enough blocks for
     ``TASK_ROWS_PER_COLUMN`` rows per column and fold, so merging the task's
     factors costs a small fraction of computing them.  The plan depends only
     on the problem's size, never on the machine, so every executor gives the
     same factors.
     """
-    per_block = max(1, block_bytes // (8 * n_columns * rows_per_structure))
+    block_bytes = BLOCK_BYTES if block_bytes is None else block_bytes
+    per_block = max(1, block_bytes // (8 * n_columns * rows_per_structure),
+                    -(-BLOCK_ROWS_PER_COLUMN * n_columns * n_folds // rows_per_structure))
     per_task = max(per_block, -(-TASK_ROWS_PER_COLUMN * n_columns * n_folds // rows_per_structure))
     per_task = -(-per_task // per_block) * per_block
     tasks = []
@@ -267,12 +282,10 @@ def factor_blocks(rows, tasks, labels, n_folds: int, n_train_columns: int, n_val
 
     ``rows`` must offer ``restrict(start, stop)`` (the same rows for those
     structures only), so that a task carries only its own data.
-    ``executor`` runs the tasks (:func:`pesfit.models.executors.local_executor`
+    ``executor`` runs the tasks (:func:`pesfit.models.executors.current_executor`
     by default); ``progress(done, total)`` is called after each task.
     """
-    from .executors import local_executor
-
-    executor = local_executor() if executor is None else executor
+    executor = current_executor() if executor is None else executor
     total = FoldFactors.empty(n_folds, n_train_columns, n_val_columns)
     args = (_task_args(rows, blocks, labels, n_folds, n_train_columns, n_val_columns) for blocks in tasks)
     for i, part in enumerate(executor.map_ordered(factor_task, args)):
