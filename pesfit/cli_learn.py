@@ -231,7 +231,9 @@ def add_commands(sub) -> None:
                                                        "(default: text)")
     p.set_defaults(func=cmd_learn, learn_command=None)
     sub_learn = p.add_subparsers(dest="learn_command")
-    e = sub_learn.add_parser("export", help="write a store's successful points as a data file")
+    e = sub_learn.add_parser("export", help="write a store's successful points as a data file",
+                             description="Write the successful calculations of a pesfit learn store as a data "
+                                         "file (Å, eV, eV/Å; points files in bohr and hartree).")
     e.add_argument("store_file", help="the ASE sqlite store of a pesfit learn run")
     e.add_argument("--out", dest="export_out", required=True,
                    help="output data file; format from the extension (.npz, .xyz, .dat points) in Å and eV "

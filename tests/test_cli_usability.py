@@ -50,7 +50,7 @@ def test_help_names_commands_units_and_version(capsys):
     assert all(c in text for c in commands)
     assert "basis | fit | eval | export" not in text
     for cmd in ("fit", "eval", "export", "plot", "plot-cut", "vib", "learning-curve"):
-        sub = " ".join(dict((p[-1], s) for p, s in _parsers(parser))[cmd].format_help().split())
+        sub = " ".join(dict((p[1:], s) for p, s in _parsers(parser))[(cmd,)].format_help().split())
         assert "bohr and hartree" in sub and "--length-unit" in sub and "--energy-unit" in sub, cmd
     with pytest.raises(SystemExit) as exc:
         main(["--version"])
