@@ -189,4 +189,7 @@ def _one_line(exc: Exception) -> str:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    # ``python -m pesfit.cli``: run the imported module, so the command modules' CLIError is this one's
+    from pesfit.cli import main as _main
+
+    sys.exit(_main())
