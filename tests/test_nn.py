@@ -390,6 +390,9 @@ def test_input_candidates_scale_with_the_molecule(symbols, expected):
     cands = PIPNNModel()._candidate_bases(group)
     assert [(b.max_degree, int((b.degrees > 0).sum())) for b in cands] == expected
     assert [b.max_degree for b in PIPNNModel(degree=2)._candidate_bases(group)] == [2]
+    fi = FINNModel()._candidate_bases(group)
+    if symbols in ("C O H H", "H H H"):     # every fundamental invariant fits within max_inputs: no screening
+        assert len(fi) == 1 and int((fi[0].degrees > 0).sum()) == {"C O H H": 7, "H H H": 3}[symbols]
     small = PIPNNModel(max_inputs=16)._candidate_bases(group)
     assert small and all(int((b.degrees > 0).sum()) <= 16 or b.max_degree == 1 for b in small)
 

@@ -184,13 +184,15 @@ class _NNModel(ModelBase):
         return fundamental_basis(group, degree)
 
     def _candidate_bases(self, group) -> list[Basis]:
-        """Input bases to choose from: the given degree, else the two largest within ``max_inputs``.
+        """Input bases to choose from: the given degree, else the largest one or two within ``max_inputs``.
 
         Without a ``degree`` the candidates are the bases of degree 2 .. 6
         (PIP) or 1 .. 9 (FI) with at most ``max_inputs`` non-constant
-        functions; the largest two are kept (the larger first), and
-        :meth:`fit` picks one of them by a short validation run.  Degree 1 is
-        kept even when it exceeds ``max_inputs``.
+        functions.  PIP-NN keeps the largest two (the larger first), and
+        :meth:`fit` picks one of them by a short validation run.  FI-NN keeps
+        the full set of fundamental invariants when it fits (it tells every
+        pair of geometries apart), else the two largest truncations.  Degree
+        1 is kept even when it exceeds ``max_inputs``.
         """
         if self.degree is not None:
             basis = self._make_basis(group, int(self.degree))
@@ -198,15 +200,17 @@ class _NNModel(ModelBase):
                 raise ValueError(f"the degree-{self.degree} basis has no non-constant functions; raise the degree")
             return [basis]
         lo, hi = (2, 6) if self.basis_kind == "pip" else (1, 9)
-        fitting = []
+        fitting, truncated = [], False
         for d in range(1, hi + 1):
             if self.basis_kind == "pip":
                 size = cumulative(molien_series(group, d))[d] - 1
                 if size > self.max_inputs and fitting:
+                    truncated = True
                     break
             basis = self._make_basis(group, d)
             n_inputs = int((basis.degrees > 0).sum())
             if n_inputs > self.max_inputs and fitting:
+                truncated = True
                 break
             if n_inputs > 0 and (d >= lo or not fitting):
                 if fitting and n_inputs == int((fitting[-1].degrees > 0).sum()):
@@ -215,6 +219,8 @@ class _NNModel(ModelBase):
                     fitting.append(basis)
         if not fitting:
             raise ValueError("no input basis with a non-constant function; check the atoms")
+        if self.basis_kind == "fi" and not truncated:
+            return fitting[-1:]
         return fitting[::-1][:2]
 
     def _choose_morse_a(self, data: Dataset) -> tuple[float, str]:
@@ -559,8 +565,8 @@ class FINNModel(_NNModel):
 
     Same parameters and attributes as :class:`PIPNNModel`; the inputs are the
     fundamental invariants (:func:`invariants.fundamental_basis`) of degree
-    <= ``degree`` (None: of the two largest degrees 1..9 with at most
-    ``max_inputs`` inputs, the one a short validation run prefers).
+    <= ``degree`` (None: all of them when they number at most ``max_inputs``,
+    else of the two largest truncations the one a short validation run prefers).
     """
 
     kind = "fi_nn"
