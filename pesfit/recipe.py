@@ -26,7 +26,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["Recipe", "load_recipe", "check_sections"]
+__all__ = ["Recipe", "load_recipe", "check_sections", "read_recipe_document"]
 
 _SECTIONS = {
     "molecule": {"atoms", "blocks"},
@@ -78,8 +78,8 @@ def check_sections(doc: dict, path) -> None:
                 raise ValueError(f"{path}: unknown keys {sorted(unknown)} in [{section}]; allowed: {sorted(allowed)}")
 
 
-def load_recipe(path) -> Recipe:
-    """Read and check a recipe file."""
+def read_recipe_document(path) -> dict:
+    """The TOML document of recipe file ``path``, its sections checked (see :func:`check_sections`)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"recipe file {path} not found")
@@ -88,6 +88,13 @@ def load_recipe(path) -> Recipe:
     except tomllib.TOMLDecodeError as exc:
         raise ValueError(f"{path}: invalid TOML ({exc})") from None
     check_sections(doc, path)
+    return doc
+
+
+def load_recipe(path) -> Recipe:
+    """Read and check a recipe file."""
+    path = Path(path)
+    doc = read_recipe_document(path)
     base = path.resolve().parent
     data = doc.get("data", {})
     if "train" not in data:

@@ -21,7 +21,6 @@ Keys are :class:`~pesfit.learn.loop.LearnSettings` fields plus
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 from pathlib import Path
 
 from .loop import LearnSettings
@@ -43,16 +42,10 @@ def load_learn_section(path) -> tuple[dict, dict]:
     FileNotFoundError, ValueError
         Missing file, invalid TOML, no ``[learn]`` section, unknown keys.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"recipe file {path} not found")
-    try:
-        doc = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise ValueError(f"{path}: invalid TOML ({exc})") from None
-    from ..recipe import check_sections
+    from ..recipe import read_recipe_document
 
-    check_sections(doc, path)
+    path = Path(path)
+    doc = read_recipe_document(path)
     if "learn" not in doc:
         raise ValueError(f"{path} has no [learn] section")
     body = dict(doc["learn"])
